@@ -1,0 +1,45 @@
+# edge_min — the two commands a fresh machine needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= ./edge-data
+
+.PHONY: run test test-fast lint typecheck pytest bench wasm-setup clean help
+
+help:            ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)    ## set up and start the runtime on the embedded default (data in ./edge-data, API on 127.0.0.1:8000)
+	$(BIN)/edge-min --data-dir $(DATA) run
+
+wasm-setup:      ## install the pinned Pyodide npm package and the local pure-Python wheels it loads
+	bash wasm/setup.sh
+
+lint: $(STAMP)   ## ruff lint and format check
+	$(BIN)/ruff check edge_min tests bench
+	$(BIN)/ruff format --check edge_min tests bench
+
+typecheck: $(STAMP) ## mypy on the package
+	$(BIN)/mypy
+
+pytest: $(STAMP) wasm-setup
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
+
+test-fast: $(STAMP) ## tests without the slow ones, for local iteration
+	$(BIN)/pytest -q -m 'not slow and not pyodide'
+
+bench: $(STAMP)  ## benchmarks: ratios against raw baselines measured in the same run
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

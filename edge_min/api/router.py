@@ -1,0 +1,174 @@
+"""One router for every local API route: path patterns, declared permissions, JSON errors.
+
+Each route declares the permission it needs (``read``, ``write``, ``execute``, ``configure``);
+a route declared without one is refused (default deny). Who holds which permission is the
+``Authorizer``'s business, so access control can tighten without touching the routes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge_min.errors import EdgeError
+
+PERMISSIONS = ("read", "write", "execute", "configure")
+
+# The status each error code maps to when it crosses the HTTP boundary.
+_STATUS_BY_CODE = {
+    "not_found": 404,
+    "config_error": 400,
+    "workflow_invalid": 400,
+    "workflow_error": 400,
+    "agent_error": 400,
+    "agent_limit_exceeded": 422,
+    "quota_exceeded": 507,
+    "missing_dependency": 501,
+    "runtime_busy": 409,
+}
+
+
+class ApiError(EdgeError):
+    """An error answered to an API client with an HTTP status."""
+
+    code = "api_error"
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class Request:
+    """What a handler sees of an HTTP request."""
+
+    method: str
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)
+    principal: str | None = None
+
+    def json(self) -> Any:
+        """The body as JSON; an empty body is ``None``; a bad body is a 400 naming the problem."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class Response:
+    """A handler's answer: a status and a JSON body, or text with its content type."""
+
+    status: int = 200
+    body: Any = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The body as bytes on the wire."""
+        if self.content_type == "application/json":
+            return (json.dumps(self.body, sort_keys=True, default=str) + "\n").encode()
+        if isinstance(self.body, bytes):
+            return self.body
+        return str(self.body).encode()
+
+
+Handler = Callable[[Request], Response | Any]
+
+
+class Authorizer(Protocol):
+    """Decides whether a request may use a route needing ``permission``."""
+
+    def authorize(self, request: Request, permission: str) -> None:
+        """Return if allowed; raise ApiError 401 (who are you?) or 403 (not allowed) otherwise."""
+        ...
+
+
+class AllowAll:
+    """The authorizer used until access control is configured: every declared permission passes."""
+
+    def authorize(self, request: Request, permission: str) -> None:
+        """Allow."""
+        return None
+
+
+@dataclass
+class Route:
+    """A method, a path pattern such as ``/workflows/{name}/run``, its permission and handler."""
+
+    method: str
+    pattern: str
+    permission: str | None
+    handler: Handler
+    regex: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = re.split(r"(\{[a-z_]+\})", self.pattern)
+        rx = "".join(
+            f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts
+        )
+        self.regex = re.compile(f"^{rx}$")
+
+
+class Router:
+    """Matches requests to routes, checks permissions, and turns every failure into JSON."""
+
+    def __init__(self, authorizer: Authorizer | None = None) -> None:
+        self.routes: list[Route] = []
+        self.authorizer: Authorizer = authorizer or AllowAll()
+
+    def add(self, method: str, pattern: str, handler: Handler, *, permission: str | None) -> None:
+        """Add a route; ``permission`` must be one of PERMISSIONS, or None (always refused)."""
+        if permission is not None and permission not in PERMISSIONS:
+            raise ValueError(f"unknown permission {permission!r}; use one of {PERMISSIONS}")
+        self.routes.append(Route(method.upper(), pattern, permission, handler))
+
+    def dispatch(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        try:
+            return self._dispatch(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        except EdgeError as exc:
+            return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
+        except Exception as exc:  # a bug must not take the runtime down with it
+            return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, request: Request) -> Response:
+        allowed: list[str] = []
+        for route in self.routes:
+            m = route.regex.match(request.path)
+            if not m:
+                continue
+            if route.method != request.method:
+                allowed.append(route.method)
+                continue
+            if route.permission is None:
+                raise ApiError(403, "forbidden", f"{request.method} {request.path} is not open")
+            self.authorizer.authorize(request, route.permission)
+            request.params = m.groupdict()
+            result = route.handler(request)
+            return result if isinstance(result, Response) else Response(200, result)
+        if allowed:
+            resp = error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
+            )
+            resp.headers["Allow"] = ", ".join(sorted(set(allowed)))
+            return resp
+        raise ApiError(404, "not_found", f"no route for {request.path}")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """The one JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return Response(status, {"error": {"code": code, "message": message}})

@@ -1,0 +1,181 @@
+"""Every error edge_min raises on purpose, rooted at one ``EdgeError``.
+
+::
+
+    EdgeError                       code="edge_error"
+    ├── ConfigError                 a config file or value is wrong (names file, key, value, fix)
+    ├── MissingDependency           an optional extra is not installed (prints the pip command)
+    ├── StorageError                the store failed
+    │   ├── SchemaError             the database schema is not what edge_min expects
+    │   ├── IntegrityCheckFailed    PRAGMA integrity_check reported damage
+    │   ├── QuotaExceeded           a write would pass max_storage_usage or an agent's max_storage
+    │   └── NotFound                no row / file with that id or name
+    ├── WorkflowError               a workflow could not be defined or run
+    │   └── WorkflowValidationError a workflow definition is invalid (names step and field)
+    ├── AgentError                  an agent could not be added or invoked
+    │   └── AgentLimitExceeded      an agent's worker hit a resource limit (memory, time, storage)
+    ├── SchedulerError              a job could not be scheduled (bad cron, bad interval)
+    └── RuntimeBusy                 another ``edge-min run`` already holds the data directory
+
+Each class carries a stable ``code`` so the HTTP API and the sync protocol can report
+errors across a boundary without leaking Python class names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EdgeError(Exception):
+    """The root of every error edge_min raises on purpose."""
+
+    code = "edge_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as JSON-ready data for the API and the wire."""
+        return {"code": self.code, "message": self.message}
+
+
+class ConfigError(EdgeError):
+    """A config file or value is wrong; the message names file, key path, value and fix."""
+
+    code = "config_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        path: str | None = None,
+        value: Any = None,
+        errors: list[ConfigError] | None = None,
+    ) -> None:
+        self.file = file
+        self.path = path
+        self.value = value
+        self.errors = errors or []
+        prefix = ""
+        if file and path:
+            prefix = f"{file}: {path}: "
+        elif file:
+            prefix = f"{file}: "
+        elif path:
+            prefix = f"{path}: "
+        self.reason = message
+        super().__init__(prefix + message)
+
+    @classmethod
+    def collect(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error standing for several, each on its own line."""
+        if len(errors) == 1:
+            return errors[0]
+        err = cls("\n".join(e.message for e in errors), errors=errors)
+        err.message = "\n".join(e.message for e in errors)
+        return err
+
+
+class MissingDependency(EdgeError):
+    """An optional dependency is missing; the message says which ``pip install`` fixes it."""
+
+    code = "missing_dependency"
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{module}' package, which is not installed; "
+            f"install it with: pip install 'edge-min[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class StorageError(EdgeError):
+    """The store failed."""
+
+    code = "storage_error"
+
+
+class SchemaError(StorageError):
+    """The database schema is not the one edge_min expects."""
+
+    code = "schema_error"
+
+
+class IntegrityCheckFailed(StorageError):
+    """``PRAGMA integrity_check`` reported damage."""
+
+    code = "integrity_check_failed"
+
+
+class QuotaExceeded(StorageError):
+    """A write would pass a storage quota; nothing was written."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, usage: int = 0, limit: int = 0, needed: int = 0) -> None:
+        super().__init__(message, usage=usage, limit=limit, needed=needed)
+        self.usage = usage
+        self.limit = limit
+        self.needed = needed
+
+
+class NotFound(StorageError):
+    """No row or file with that id or name."""
+
+    code = "not_found"
+
+
+class WorkflowError(EdgeError):
+    """A workflow could not be defined or run."""
+
+    code = "workflow_error"
+
+
+class WorkflowValidationError(WorkflowError):
+    """A workflow definition is invalid; the message names the step and the field."""
+
+    code = "workflow_invalid"
+
+    def __init__(self, message: str, *, step: str | None = None, field: str | None = None) -> None:
+        where = ""
+        if step and field:
+            where = f"step '{step}', field '{field}': "
+        elif step:
+            where = f"step '{step}': "
+        elif field:
+            where = f"field '{field}': "
+        super().__init__(where + message)
+        self.step = step
+        self.field = field
+
+
+class AgentError(EdgeError):
+    """An agent could not be added or invoked."""
+
+    code = "agent_error"
+
+
+class AgentLimitExceeded(AgentError):
+    """An agent's worker was stopped for passing a resource limit."""
+
+    code = "agent_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message, limit=limit)
+        self.limit = limit
+
+
+class SchedulerError(EdgeError):
+    """A job could not be scheduled."""
+
+    code = "scheduler_error"
+
+
+class RuntimeBusy(EdgeError):
+    """Another ``edge-min run`` already holds this data directory."""
+
+    code = "runtime_busy"
