@@ -1,0 +1,85 @@
+"""Local storage: the storage port, its SQLite (default) and memory backends, repositories,
+backups and the file store.
+
+``open_store(path)`` gives a ``Store``: repositories for the spec's tables on a migrated
+SQLite database. ``Store(MemoryStore())`` is the same facade without a file. The sqlite
+backend is imported only when a store is opened, so ``import edge_min.store`` works where
+``sqlite3`` is missing (some MicroPython-class builds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_min.clock import Clock
+from edge_min.store.base import Ge, Gt, IsNull, Le, Lt, Ne, NotNull, Storage
+from edge_min.store.memory import MemoryStore
+from edge_min.store.repos import Store
+
+if TYPE_CHECKING:
+    from edge_min.store.migrations import Migration
+
+__all__ = [
+    "Ge",
+    "Gt",
+    "IsNull",
+    "Le",
+    "Lt",
+    "MemoryStore",
+    "Ne",
+    "NotNull",
+    "Storage",
+    "Store",
+    "open_sqlite",
+    "open_store",
+]
+
+
+def open_sqlite(
+    path: str | os.PathLike[str] = ":memory:",
+    synchronous: str = "FULL",
+    *,
+    busy_timeout_ms: int | None = None,
+    lock_retries: int | None = None,
+    migrations: Sequence[Migration] | None = None,
+    clock: Clock | None = None,
+) -> Storage:
+    """The bare SQLite backend at ``path`` (created and migrated if needed)."""
+    from edge_min.store import sqlite as backend
+
+    if str(path) not in ("", ":memory:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return backend.SqliteStore(
+        path,
+        synchronous=synchronous,
+        busy_timeout_ms=(
+            backend.DEFAULT_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        ),
+        lock_retries=backend.DEFAULT_LOCK_RETRIES if lock_retries is None else lock_retries,
+        migrations=migrations,
+        clock=clock,
+    )
+
+
+def open_store(
+    path: str | os.PathLike[str] = ":memory:",
+    synchronous: str = "FULL",
+    *,
+    clock: Clock | None = None,
+    busy_timeout_ms: int | None = None,
+    lock_retries: int | None = None,
+    migrations: Sequence[Migration] | None = None,
+) -> Store:
+    """A ``Store`` on the SQLite database at ``path`` (``":memory:"`` for a throwaway one)."""
+    backend = open_sqlite(
+        path,
+        synchronous,
+        busy_timeout_ms=busy_timeout_ms,
+        lock_retries=lock_retries,
+        migrations=migrations,
+        clock=clock,
+    )
+    return Store(backend, clock)

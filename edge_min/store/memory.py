@@ -1,0 +1,176 @@
+"""``MemoryStore``: the storage port on plain dicts, for tests and simulation.
+
+It keeps the contract's semantics (defaults, NOT NULL, primary keys, where/order rules,
+``atomic()`` rollback including nested blocks) so code tested against it behaves the same on
+SQLite. Foreign keys are not enforced. Not thread-safe: one user at a time, like a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from edge_min.errors import StorageError
+from edge_min.store.base import (
+    Cmp,
+    IsNull,
+    NotNull,
+    Row,
+    Storage,
+    Where,
+    check_key,
+    check_limit,
+    check_order,
+    check_upsert_key,
+    check_where,
+    prepare_row,
+    table_of,
+)
+from edge_min.store.tables import TABLES
+
+_Key = tuple[Any, ...]
+
+
+def _matches(row: Row, where: Row) -> bool:
+    for name, cond in where.items():
+        value = row.get(name)
+        if isinstance(cond, IsNull):
+            ok = value is None
+        elif isinstance(cond, NotNull):
+            ok = value is not None
+        elif isinstance(cond, Cmp):
+            ok = cond.test(value)
+        elif isinstance(cond, list):
+            ok = value is not None and value in cond
+        elif cond is None:
+            ok = value is None
+        else:
+            ok = value is not None and value == cond
+        if not ok:
+            return False
+    return True
+
+
+def _sort_key(name: str) -> Callable[[Row], tuple[Any, ...]]:
+    # NULL sorts before every value, as in SQLite.
+    return lambda row: (0,) if row[name] is None else (1, row[name])
+
+
+class MemoryStore(Storage):
+    """The storage port in memory: a dict of primary key -> row per table."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[_Key, Row]] = {name: {} for name in TABLES}
+        self._snapshots: list[dict[str, dict[_Key, Row]]] = []
+        self._closed = False
+
+    def _rows(self, table: str) -> dict[_Key, Row]:
+        if self._closed:
+            raise StorageError("the memory store is closed")
+        table_of(table)
+        return self._tables[table]
+
+    @staticmethod
+    def _pk(table: str, row: Mapping[str, Any]) -> _Key:
+        return tuple(row[c] for c in TABLES[table].primary_key)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A transaction: a snapshot taken on entry is restored if the block raises."""
+        if self._closed:
+            raise StorageError("the memory store is closed")
+        self._snapshots.append(
+            {name: {k: dict(r) for k, r in rows.items()} for name, rows in self._tables.items()}
+        )
+        try:
+            yield
+        except BaseException:
+            self._tables = self._snapshots.pop()
+            raise
+        self._snapshots.pop()
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        """Insert one row; a duplicate primary key raises ``StorageError``."""
+        rows = self._rows(table)
+        full = prepare_row(table, row, fill_defaults=True)
+        pk = self._pk(table, full)
+        if pk in rows:
+            raise StorageError(f"insert into {table}: a row with key {pk!r} already exists")
+        rows[pk] = full
+
+    def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str] = ("id",)) -> None:
+        """Insert the row, or update the given columns of the row with the same key."""
+        rows = self._rows(table)
+        check_upsert_key(table, key)
+        full = prepare_row(table, row, fill_defaults=True)
+        pk = self._pk(table, full)
+        if pk in rows:
+            rows[pk].update(prepare_row(table, row, fill_defaults=False))
+        else:
+            rows[pk] = full
+
+    def update(self, table: str, key: Where, changes: Mapping[str, Any]) -> int:
+        """Set ``changes`` on the rows matching ``key``; return how many."""
+        rows = self._rows(table)
+        where = check_where(table, key, required=True)
+        new = prepare_row(table, changes, fill_defaults=False)
+        hits = [pk for pk, r in rows.items() if _matches(r, where)]
+        if not new:
+            return len(hits)
+        for pk in hits:
+            updated = {**rows[pk], **new}
+            new_pk = self._pk(table, updated)
+            if new_pk != pk and new_pk in rows:
+                raise StorageError(f"update {table}: a row with key {new_pk!r} already exists")
+            del rows[pk]
+            rows[new_pk] = updated
+        return len(hits)
+
+    def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
+        """The row with this primary key, or None."""
+        rows = self._rows(table)
+        k = check_key(table, key)
+        row = rows.get(tuple(k[c] for c in TABLES[table].primary_key))
+        return dict(row) if row is not None else None
+
+    def select(
+        self,
+        table: str,
+        where: Where | None = None,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Rows matching ``where``, ordered (NULLs first ascending), at most ``limit``."""
+        rows = self._rows(table)
+        cond = check_where(table, where)
+        order = check_order(table, order_by)
+        check_limit(limit)
+        out = [dict(r) for r in rows.values() if _matches(r, cond)]
+        # Stable sorts applied from the last key to the first give a multi-key order.
+        for name, desc in reversed(order):
+            out.sort(key=_sort_key(name), reverse=desc)
+        return out if limit is None else out[:limit]
+
+    def count(self, table: str, where: Where | None = None) -> int:
+        """How many rows match ``where``."""
+        rows = self._rows(table)
+        cond = check_where(table, where)
+        return sum(1 for r in rows.values() if _matches(r, cond))
+
+    def delete(self, table: str, key: Where) -> int:
+        """Delete the rows matching ``key``; return how many."""
+        rows = self._rows(table)
+        where = check_where(table, key, required=True)
+        hits = [pk for pk, r in rows.items() if _matches(r, where)]
+        for pk in hits:
+            del rows[pk]
+        return len(hits)
+
+    def size_bytes(self) -> int:
+        """Nothing on disk."""
+        return 0
+
+    def close(self) -> None:
+        """Drop the data; later calls raise ``StorageError``."""
+        self._closed = True

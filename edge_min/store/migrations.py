@@ -1,0 +1,67 @@
+"""Numbered schema migrations; ``SqliteStore`` applies the pending ones when it opens.
+
+Each migration runs in its own ``BEGIN IMMEDIATE`` transaction together with its row in
+``schema_migrations``, so a failing one leaves the database exactly at the previous version.
+Migration 1 is the spec's ``edge-schema.sql`` verbatim (shipped as ``schema.sql``).
+
+To add one, append a line and describe any new table in ``tables.py``::
+
+    (3, "agent step outputs", "CREATE TABLE step_outputs (...);"),
+
+Never edit or renumber a migration that has shipped: databases in the field already recorded it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from importlib import resources
+
+from edge_min.errors import SchemaError
+
+SqlSource = str | Callable[[], str]
+Migration = tuple[int, str, SqlSource]
+
+# The bookkeeping table itself is created outside the numbered migrations (it has to exist
+# before we can ask which ones ran).
+MIGRATIONS_TABLE_SQL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
+def spec_schema_sql() -> str:
+    """The spec's schema text, read from the package only when a migration needs it."""
+    return resources.files("edge_min.store").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "edge schema (spec edge-schema.sql, verbatim)", spec_schema_sql),
+    (
+        2,
+        "meta and schedule_state",
+        """
+        -- Device identity and other small settings (device id, last backup time...).
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- The scheduler's catch-up state: when each job last ran and is next due.
+        CREATE TABLE schedule_state (job_id TEXT PRIMARY KEY, last_run_at REAL, next_run_at REAL);
+        """,
+    ),
+]
+
+
+def migration_sql(migration: Migration) -> str:
+    """The SQL text of a migration."""
+    sql = migration[2]
+    return sql() if callable(sql) else sql
+
+
+def check_migrations(migrations: Sequence[Migration]) -> list[Migration]:
+    """``migrations`` sorted; ``SchemaError`` if versions repeat or are not positive integers."""
+    seen: set[int] = set()
+    for version, name, _sql in migrations:
+        if not isinstance(version, int) or version < 1 or version in seen:
+            raise SchemaError(
+                f"migration {version!r} ({name!r}): versions must be unique positive integers"
+            )
+        seen.add(version)
+    return sorted(migrations, key=lambda m: m[0])

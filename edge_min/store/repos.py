@@ -1,0 +1,434 @@
+"""Repositories for the spec's tables (and our two), written once on the storage port.
+
+Every ``create``/``update`` stamps ``updated_at`` (tables that have it) and sets
+``sync_status='pending'`` (tables that have it), so the sync client finds every local change.
+Timestamps come from the injected ``Clock`` as ``clock.iso`` text (sortable UTC).
+
+JSON columns are stored as compact JSON text and given/returned as Python values:
+``workflows.definition``, ``agents.config``, ``input``/``output`` of both execution tables,
+``agent_executions.metrics`` and ``sync_log.details``. ``None`` is stored as SQL NULL. A stored
+value that is not valid JSON (written by other tooling) is returned as its text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+from edge_min.clock import Clock, SystemClock, iso
+from edge_min.errors import NotFound, StorageError
+from edge_min.store.base import Le, Lt, Row, Storage, Where
+from edge_min.store.tables import TABLES
+
+# Set only by the repositories themselves, never through update(**changes).
+_MANAGED = frozenset({"id", "created_at", "updated_at", "sync_status", "last_synced_at"})
+
+
+def new_id() -> str:
+    """A fresh random row id (UUID4 text)."""
+    return str(uuid.uuid4())
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Repo:
+    """Shared CRUD for one table with an ``id`` primary key; subclasses add named methods."""
+
+    table: ClassVar[str]
+    json_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, db: Storage, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        cols = TABLES[self.table].column_names
+        self._stamps_updated = "updated_at" in cols
+        self._tracks_sync = "sync_status" in cols
+
+    def _now(self, at: float | None = None) -> str:
+        return iso(self.clock.time() if at is None else at)
+
+    def _encode(self, row: Mapping[str, Any]) -> Row:
+        out = dict(row)
+        for col in self.json_columns:
+            if out.get(col) is not None:
+                try:
+                    out[col] = json.dumps(out[col], ensure_ascii=False, separators=(",", ":"))
+                except (TypeError, ValueError) as exc:
+                    raise StorageError(
+                        f"{self.table}.{col} must be JSON-serialisable: {exc}"
+                    ) from exc
+        return out
+
+    def _decode(self, row: Row) -> Row:
+        for col in self.json_columns:
+            row[col] = _loads(row.get(col))
+        return row
+
+    def _stamp(self, row: Row) -> Row:
+        if self._stamps_updated:
+            row["updated_at"] = self._now()
+        if self._tracks_sync:
+            row["sync_status"] = "pending"
+        return row
+
+    def _insert(self, row: Row) -> Row:
+        row.setdefault("id", new_id())
+        if self._stamps_updated:
+            row.setdefault("created_at", self._now())
+        self.db.insert(self.table, self._stamp(self._encode(row)))
+        return self.require(row["id"])
+
+    def _select(
+        self, where: Where | None = None, order_by: tuple[str, ...] = (), limit: int | None = None
+    ) -> list[Row]:
+        where = {k: v for k, v in (where or {}).items() if v is not None}
+        return [self._decode(r) for r in self.db.select(self.table, where, order_by, limit)]
+
+    def get(self, id: str) -> Row | None:
+        """The row with this id (JSON columns decoded), or None."""
+        row = self.db.get(self.table, {"id": id})
+        return None if row is None else self._decode(row)
+
+    def require(self, id: str) -> Row:
+        """The row with this id; ``NotFound`` naming table and id if there is none."""
+        row = self.get(id)
+        if row is None:
+            raise NotFound(f"no {self.table} row with id {id!r}")
+        return row
+
+    def update(self, id: str, /, **changes: Any) -> Row:
+        """Change columns of one row, stamp it pending; the updated row (``NotFound`` if none)."""
+        managed = sorted(_MANAGED & set(changes))
+        if managed:
+            raise StorageError(
+                f"{self.table}: {', '.join(managed)} are set by the store itself and cannot be "
+                "updated directly (use mark_synced / apply_remote for sync state)"
+            )
+        if not self.db.update(self.table, {"id": id}, self._stamp(self._encode(changes))):
+            raise NotFound(f"no {self.table} row with id {id!r}")
+        return self.require(id)
+
+    def set(self, id: str, /, **changes: Any) -> bool:
+        """``update`` without reading the row back (the engine's hot path); whether it existed."""
+        managed = sorted(_MANAGED & set(changes))
+        if managed:
+            raise StorageError(
+                f"{self.table}: {', '.join(managed)} are set by the store itself and cannot be "
+                "updated directly (use mark_synced / apply_remote for sync state)"
+            )
+        return bool(self.db.update(self.table, {"id": id}, self._stamp(self._encode(changes))))
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Insert a full row without reading it back (the engine's hot path)."""
+        row = dict(row)
+        row.setdefault("id", new_id())
+        if self._stamps_updated:
+            row.setdefault("created_at", self._now())
+        self.db.insert(self.table, self._stamp(self._encode(row)))
+
+    def delete(self, id: str) -> bool:
+        """Delete one row; whether it existed."""
+        return self.db.delete(self.table, {"id": id}) > 0
+
+    def pending(self, limit: int | None = None) -> list[Row]:
+        """Rows changed locally and not yet synced, oldest change first."""
+        order = ("updated_at", "id") if self._stamps_updated else ("id",)
+        return self._select({"sync_status": "pending"}, order, limit)
+
+    def mark_synced(
+        self, id: str, at: float | None = None, *, if_updated_at: str | None = None
+    ) -> bool:
+        """Record that the row reached central at ``at``; does not stamp it pending.
+
+        With ``if_updated_at`` (the ``updated_at`` that was pushed) a row changed since the
+        push stays pending, so a concurrent local edit is not lost. Returns whether it marked.
+        """
+        where: dict[str, Any] = {"id": id}
+        if if_updated_at is not None:
+            where["updated_at"] = if_updated_at
+        changes = {"sync_status": "synced", "last_synced_at": self._now(at)}
+        return self.db.update(self.table, where, changes) > 0
+
+    def apply_remote(self, row: Mapping[str, Any], at: float | None = None) -> Row:
+        """Write a row received from central as is (insert or replace), marked synced."""
+        data = self._encode(row)
+        if self._tracks_sync:
+            data["sync_status"] = "synced"
+            data["last_synced_at"] = self._now(at)
+        self.db.upsert(self.table, data)
+        return self.require(data["id"])
+
+
+class WorkflowRepo(Repo):
+    """``workflows``: definitions (JSON) by id, name and version."""
+
+    table = "workflows"
+    json_columns = ("definition",)
+
+    def create(self, name: str, definition: Any, version: str, id: str | None = None) -> Row:
+        """Store a new workflow; the stored row."""
+        row: Row = {"name": name, "definition": definition, "version": version}
+        return self._insert({**row, "id": id} if id else row)
+
+    def get_by_name(self, name: str) -> Row | None:
+        """The most recently updated workflow with this name, or None."""
+        rows = self._select({"name": name}, ("-updated_at",), 1)
+        return rows[0] if rows else None
+
+    def list(self, sync_status: str | None = None, limit: int | None = None) -> list[Row]:
+        """Workflows by name."""
+        return self._select({"sync_status": sync_status}, ("name", "created_at"), limit)
+
+
+class AgentRepo(Repo):
+    """``agents``: agent configs (JSON) by id, name, type and version."""
+
+    table = "agents"
+    json_columns = ("config",)
+
+    def create(self, name: str, type: str, config: Any, version: str, id: str | None = None) -> Row:
+        """Store a new agent; the stored row."""
+        row: Row = {"name": name, "type": type, "config": config, "version": version}
+        return self._insert({**row, "id": id} if id else row)
+
+    def get_by_name(self, name: str) -> Row | None:
+        """The most recently updated agent with this name, or None."""
+        rows = self._select({"name": name}, ("-updated_at",), 1)
+        return rows[0] if rows else None
+
+    def list(self, type: str | None = None, limit: int | None = None) -> list[Row]:
+        """Agents by name, optionally of one type."""
+        return self._select({"type": type}, ("name", "created_at"), limit)
+
+
+class ExecutionRepo(Repo):
+    """``workflow_executions``: one row per run of a workflow."""
+
+    table = "workflow_executions"
+    json_columns = ("input", "output")
+
+    def create(
+        self,
+        workflow_id: str,
+        input: Any = None,
+        status: str = "pending",
+        id: str | None = None,
+        started_at: float | None = None,
+    ) -> Row:
+        """Record a new execution; the stored row."""
+        row: Row = {
+            "id": id or new_id(),
+            "workflow_id": workflow_id,
+            "status": status,
+            "input": input,
+            "started_at": self._now(started_at),
+        }
+        return self._insert(row)
+
+    def oldest(self, status: str, limit: int | None = None) -> list[Row]:
+        """Executions of one status, oldest first: the order queued runs are admitted in."""
+        return self._select({"status": status}, ("started_at", "id"), limit)
+
+    def finish(self, id: str, status: str, output: Any = None, at: float | None = None) -> Row:
+        """Set the final status, output and ``completed_at``."""
+        return self.update(id, status=status, output=output, completed_at=self._now(at))
+
+    def list(
+        self, workflow_id: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Row]:
+        """Executions, newest first."""
+        where = {"workflow_id": workflow_id, "status": status}
+        return self._select(where, ("-started_at", "id"), limit)
+
+
+class AgentExecutionRepo(Repo):
+    """``agent_executions``: one row per agent step of a workflow execution."""
+
+    table = "agent_executions"
+    json_columns = ("input", "output", "metrics")
+
+    def create(
+        self,
+        agent_id: str,
+        workflow_execution_id: str,
+        input: Any = None,
+        status: str = "running",
+        id: str | None = None,
+        started_at: float | None = None,
+    ) -> Row:
+        """Record a new agent execution; the stored row."""
+        row: Row = {
+            "id": id or new_id(),
+            "agent_id": agent_id,
+            "workflow_execution_id": workflow_execution_id,
+            "status": status,
+            "input": input,
+            "started_at": self._now(started_at),
+        }
+        return self._insert(row)
+
+    def finish(
+        self,
+        id: str,
+        status: str,
+        output: Any = None,
+        metrics: Any = None,
+        at: float | None = None,
+    ) -> Row:
+        """Set the final status, output, metrics and ``completed_at``."""
+        return self.update(
+            id, status=status, output=output, metrics=metrics, completed_at=self._now(at)
+        )
+
+    def list(
+        self,
+        workflow_execution_id: str | None = None,
+        agent_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Agent executions in the order they started."""
+        where = {
+            "workflow_execution_id": workflow_execution_id,
+            "agent_id": agent_id,
+            "status": status,
+        }
+        return self._select(where, ("started_at", "id"), limit)
+
+
+class SyncLogRepo(Repo):
+    """``sync_log``: an append-only record of sync operations (no sync state of its own)."""
+
+    table = "sync_log"
+    json_columns = ("details",)
+
+    def append(
+        self,
+        operation: str,
+        entity_type: str,
+        entity_id: str,
+        status: str,
+        details: Any = None,
+        id: str | None = None,
+    ) -> Row:
+        """Add an entry stamped with the clock's time; the stored row."""
+        row: Row = {
+            "id": id or new_id(),
+            "operation": operation,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "status": status,
+            "timestamp": self._now(),
+            "details": details,
+        }
+        return self._insert(row)
+
+    def list(
+        self,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Entries, oldest first."""
+        where = {"entity_type": entity_type, "entity_id": entity_id, "status": status}
+        return self._select(where, ("timestamp", "id"), limit)
+
+    def prune(self, older_than: float) -> int:
+        """Delete entries stamped before ``older_than`` (epoch seconds); how many."""
+        return self.db.delete(self.table, {"timestamp": Lt(iso(older_than))})
+
+
+class MetaRepo:
+    """``meta``: small settings such as the device id, as text by key."""
+
+    def __init__(self, db: Storage) -> None:
+        self.db = db
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The value for ``key``, or ``default``."""
+        row = self.db.get("meta", {"key": key})
+        return default if row is None else str(row["value"])
+
+    def set(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``."""
+        self.db.upsert("meta", {"key": key, "value": value}, key=("key",))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; whether it existed."""
+        return self.db.delete("meta", {"key": key}) > 0
+
+
+class ScheduleStateRepo:
+    """``schedule_state``: when each scheduled job last ran and is next due (epoch seconds)."""
+
+    def __init__(self, db: Storage) -> None:
+        self.db = db
+
+    def get(self, job_id: str) -> Row | None:
+        """The job's state, or None if it never ran."""
+        return self.db.get("schedule_state", {"job_id": job_id})
+
+    def save(self, job_id: str, last_run_at: float | None, next_run_at: float | None) -> None:
+        """Record the job's last and next run times."""
+        row = {"job_id": job_id, "last_run_at": last_run_at, "next_run_at": next_run_at}
+        self.db.upsert("schedule_state", row, key=("job_id",))
+
+    def all(self) -> list[Row]:
+        """Every job's state by id."""
+        return self.db.select("schedule_state", order_by=("job_id",))
+
+    def due(self, now: float) -> list[Row]:
+        """Jobs whose ``next_run_at`` is at or before ``now``."""
+        return self.db.select("schedule_state", {"next_run_at": Le(now)}, ("next_run_at",))
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a job; whether it was known."""
+        return self.db.delete("schedule_state", {"job_id": job_id}) > 0
+
+
+class Store:
+    """The store facade: one backend, the repositories on it and the clock they stamp with."""
+
+    def __init__(self, backend: Storage, clock: Clock | None = None) -> None:
+        self.backend = backend
+        self.clock: Clock = clock or SystemClock()
+        self.workflows = WorkflowRepo(backend, self.clock)
+        self.executions = ExecutionRepo(backend, self.clock)
+        self.agents = AgentRepo(backend, self.clock)
+        self.agent_executions = AgentExecutionRepo(backend, self.clock)
+        self.sync_log = SyncLogRepo(backend, self.clock)
+        self.meta = MetaRepo(backend)
+        self.schedule = ScheduleStateRepo(backend)
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A transaction over every repository (commit on exit, rollback on error)."""
+        return self.backend.atomic()
+
+    def size_bytes(self) -> int:
+        """Bytes the database takes on disk."""
+        return self.backend.size_bytes()
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def synced_repos(self) -> tuple[Repo, ...]:
+        """The repositories with sync state, parents before children (the order to push)."""
+        return (self.workflows, self.agents, self.executions, self.agent_executions)
