@@ -1,0 +1,167 @@
+"""Thread primitives for CPython hosts: a worker pool, a waiter, a lock, a loop thread.
+
+The scheduler core and its runners never import ``threading``; ``BlockingRunner`` is handed
+a ``ThreadWorkerPool`` and gets every primitive it needs from it. Pyodide and MicroPython
+have no usable threads and use ``StepRunner`` instead.
+
+Workers are daemon threads on purpose: a job stuck in a blocking agent call must not keep
+the process alive after the runtime has decided to exit (the agent's own subprocess is
+killed by its supervisor, not here). ``concurrent.futures.Future`` serves as the handle
+because it already offers ``done()``, ``result()`` and ``exception()``.
+
+Nothing is started at import; threads start on first ``submit``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger("edge_min.platform.threads")
+
+_names = itertools.count(1)
+
+
+class ThreadWaiter:
+    """An event a loop sleeps on and other threads set to wake it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or ``timeout`` seconds pass; True if it was set."""
+        return self._event.wait(timeout)
+
+    def set(self) -> None:
+        """Wake the waiting thread (and the next wait, until cleared)."""
+        self._event.set()
+
+    def clear(self) -> None:
+        """Forget an earlier set."""
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        """Whether it is set."""
+        return self._event.is_set()
+
+
+class LoopThread:
+    """A started daemon thread running one function; ``join`` waits for it."""
+
+    def __init__(self, target: Callable[[], object], name: str) -> None:
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True if the thread has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        """Whether the thread is still running."""
+        return self._thread.is_alive()
+
+
+_STOP = object()
+
+
+class ThreadWorkerPool:
+    """A fixed number of daemon worker threads taking callables from a queue."""
+
+    def __init__(self, workers: int = 4, name: str = "edge-worker") -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1, got {workers!r}")
+        self.size = workers
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[[], Any], on_done: Callable[[], object] | None = None
+    ) -> Future[Any]:
+        """Run ``fn`` on a worker; ``on_done`` is called on that worker when it finishes."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is shut down")
+            if len(self._threads) < self.size:
+                self._start_worker()
+        future: Future[Any] = Future()
+        self._queue.put((future, fn, on_done))
+        return future
+
+    def _start_worker(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{next(_names)}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            future, fn, on_done = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+            if on_done is not None:
+                try:
+                    on_done()
+                except Exception:
+                    log.exception("a worker's on_done callback failed")
+
+    def new_waiter(self) -> ThreadWaiter:
+        """A waiter the pool's callbacks can set."""
+        return ThreadWaiter()
+
+    def new_lock(self) -> threading.Lock:
+        """A mutex for state shared between the loop and other threads."""
+        return threading.Lock()
+
+    def spawn(self, target: Callable[[], object], name: str = "edge-loop") -> LoopThread:
+        """Run ``target`` in its own daemon thread (a runner's loop)."""
+        return LoopThread(target, name)
+
+    def shutdown(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Stop taking work; with ``wait``, join the workers for up to ``timeout`` seconds."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(_STOP)
+        if wait:
+            for thread in threads:
+                thread.join(timeout)
+
+
+class ThreadDispatcher:
+    """The engine's dispatcher on CPython: agent calls on worker threads, a callback when done.
+
+    ``on_done`` is how a finished call wakes the runtime's loop instead of waiting for its
+    next poll.
+    """
+
+    def __init__(self, max_workers: int = 4, on_done: Callable[[], object] | None = None) -> None:
+        self.pool = ThreadWorkerPool(max_workers, name="edge-agent")
+        self.on_done = on_done
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on a worker thread."""
+        return self.pool.submit(fn, self.on_done)
+
+    def shutdown(self) -> None:
+        """Stop taking work; running calls finish on their own."""
+        self.pool.shutdown(wait=False)
