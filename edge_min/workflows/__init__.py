@@ -1,0 +1,29 @@
+"""Workflows: the definition model and its validation, references and ``when`` conditions."""
+
+from __future__ import annotations
+
+from edge_min.workflows.definition import (
+    StepDefinition,
+    Trigger,
+    WorkflowDefinition,
+    parse_definition,
+)
+from edge_min.workflows.expressions import (
+    Condition,
+    Reference,
+    Template,
+    compile_condition,
+    compile_template,
+)
+
+__all__ = [
+    "Condition",
+    "Reference",
+    "StepDefinition",
+    "Template",
+    "Trigger",
+    "WorkflowDefinition",
+    "compile_condition",
+    "compile_template",
+    "parse_definition",
+]
