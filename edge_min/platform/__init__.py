@@ -1,0 +1,191 @@
+"""The platform port: what the portable core needs from the host it runs on.
+
+The core never forks, signals or reads ``/proc`` itself; it asks a ``Platform``:
+
+- ``spawn_worker(spec)`` runs one agent invocation in an isolated worker and returns a
+  ``WorkerHandle`` whose ``wait()`` gives a ``WorkerResult`` (raw facts: exit status,
+  output, why the supervisor killed it). Turning those facts into errors is policy and
+  lives in ``edge_min.agents.isolation``.
+- ``cpu_times()``, ``memory_info()``, ``disk_usage(path)`` read host resources for the
+  monitor; a platform that cannot read them raises ``NotImplementedError``.
+
+``get_platform()`` picks one lazily and caches it:
+
+- ``PosixPlatform`` (``edge_min.platform.posix``) on CPython/Linux and other POSIX hosts:
+  a subprocess per invocation with memory, CPU, storage and wall-time limits.
+- ``InProcessPlatform`` (``edge_min.platform.inprocess``) on Pyodide
+  (``sys.platform == "emscripten"``) and hosts without ``fork``: ``python`` executors run
+  in the calling process, **without isolation or limits** (a browser tab has no
+  processes); ``command`` executors are refused.
+
+Importing this module does nothing but define types.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+__all__ = [
+    "CpuTimes",
+    "DiskUsage",
+    "MemoryInfo",
+    "Platform",
+    "WorkerHandle",
+    "WorkerResult",
+    "WorkerSpec",
+    "get_platform",
+    "set_platform",
+]
+
+#: How the CPU limit of a worker is enforced (``WorkerResult.cpu_limit_mode``).
+CPU_LIMIT_MODES = ("cgroup2", "cgroup1", "rlimit", "none")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One isolated invocation: what to run, with which input, under which limits.
+
+    Exactly one of ``argv`` (run a program; JSON in on stdin, out on stdout) or ``entry``
+    (``"module:function"`` called in a Python worker as ``fn(input, context)``) is set.
+    ``env`` is the child's whole environment: the platform adds nothing to it.
+    A limit of ``None`` means unlimited; ``needs_network=False`` asks for a worker without
+    network access (best effort: see ``WorkerResult.applied["network"]``).
+    """
+
+    name: str
+    work_dir: str
+    argv: tuple[str, ...] = ()
+    entry: str | None = None
+    sys_path: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: bytes = b""
+    context: Mapping[str, Any] = field(default_factory=dict)
+    max_memory: int | None = None
+    max_cpu: float | None = None
+    max_storage: int | None = None
+    timeout: float | None = None
+    needs_network: bool = True
+
+    def __post_init__(self) -> None:
+        if bool(self.argv) == bool(self.entry):
+            raise ValueError("a WorkerSpec needs exactly one of argv or entry")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """The raw end of a worker: exit status, captured output and what the supervisor did.
+
+    ``returncode`` is negative when a signal ended the worker (``signal`` names it);
+    ``killed_for`` is ``"timeout"`` or ``"storage"`` when the supervisor killed it;
+    ``storage_used`` is the work directory's size in bytes at the end (``None`` if unknown).
+    For ``entry`` workers ``stdout`` holds one JSON result frame (see ``worker.py``).
+    ``applied`` is what the worker reported it enforced on itself: ``address_space``
+    (RLIMIT_AS bytes), ``cpu_seconds`` (RLIMIT_CPU), ``network`` (``netns``, ``userns``,
+    ``shared``), or ``error`` when it could not apply them.
+    """
+
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    killed_for: str | None = None
+    signal: str | None = None
+    storage_used: int | None = None
+    cpu_limit_mode: str = "none"
+    stdout_truncated: bool = False
+    applied: Mapping[str, Any] = field(default_factory=dict)
+
+
+class WorkerHandle(Protocol):
+    """A running worker."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, or ``None`` when it runs in-process."""
+        ...
+
+    def wait(self) -> WorkerResult:
+        """Feed stdin, supervise limits and block until the worker has ended."""
+        ...
+
+    def kill(self) -> None:
+        """Stop the worker and everything it started, now."""
+        ...
+
+
+class CpuTimes(NamedTuple):
+    """Host CPU seconds since boot, summed over all CPUs."""
+
+    user: float
+    system: float
+    idle: float
+
+
+class MemoryInfo(NamedTuple):
+    """Host memory in bytes."""
+
+    total: int
+    available: int
+
+
+class DiskUsage(NamedTuple):
+    """The filesystem holding a path, in bytes."""
+
+    total: int
+    used: int
+    free: int
+
+
+class Platform(Protocol):
+    """What the core needs from the host: isolated workers and resource readings."""
+
+    name: str
+
+    @property
+    def cpu_limit_mode(self) -> str:
+        """How CPU limits are enforced here: one of ``CPU_LIMIT_MODES``."""
+        ...
+
+    def spawn_worker(self, spec: WorkerSpec) -> WorkerHandle:
+        """Start one isolated invocation."""
+        ...
+
+    def cpu_times(self) -> CpuTimes:
+        """Host CPU times; may raise ``NotImplementedError``."""
+        ...
+
+    def memory_info(self) -> MemoryInfo:
+        """Host memory; may raise ``NotImplementedError``."""
+        ...
+
+    def disk_usage(self, path: str) -> DiskUsage:
+        """Usage of the filesystem holding ``path``; may raise ``NotImplementedError``."""
+        ...
+
+
+_current: Platform | None = None
+
+
+def get_platform() -> Platform:
+    """The platform of this host, chosen on first call and cached."""
+    global _current
+    if _current is None:
+        if sys.platform == "emscripten" or not hasattr(os, "fork"):
+            from edge_min.platform.inprocess import InProcessPlatform
+
+            _current = InProcessPlatform()
+        else:
+            from edge_min.platform.posix import PosixPlatform
+
+            _current = PosixPlatform()
+    return _current
+
+
+def set_platform(platform: Platform | None) -> None:
+    """Replace the cached platform (a target shim or a test); ``None`` re-detects."""
+    global _current
+    _current = platform

@@ -1,0 +1,502 @@
+"""Isolated agent workers on POSIX hosts: one subprocess per invocation, with limits.
+
+Each worker is ``python -s -B worker.py '<config>'`` started in a new session (its own
+process group), cwd = the agent's work directory, environment = exactly ``spec.env``.
+``worker.py`` applies the limits on itself before any agent code runs. The rules:
+
+- **memory** (``max_memory``): ``RLIMIT_AS`` = the worker interpreter's own address space
+  at start (``VmSize``, ~15MB) + ``max_memory``. ``RLIMIT_AS`` counts virtual memory, so
+  an agent that maps much more than it touches (some JITs, thread stacks) needs a larger
+  ``max_memory`` than its resident size.
+- **cpu** (``max_cpu`` cores), in the first mode that works (``cpu_limit_mode``):
+  ``cgroup2`` — a child cgroup per worker under ``<cgroup2 mount>/edge_min`` (or the
+  ``cgroup_parent`` given) with ``cpu.max = "<max_cpu * 100000> 100000"``; ``cgroup1`` —
+  the same with ``cpu.cfs_quota_us`` in the v1 ``cpu`` hierarchy; ``rlimit`` — no
+  throttling, but ``nice +10`` and ``RLIMIT_CPU = ceil(max_cpu * timeout)`` CPU seconds,
+  so a worker that burns more than its share over the whole step is stopped (SIGXCPU).
+  The worker joins its cgroup itself, before running agent code; the cgroup is removed
+  (and anything left in it killed) when the worker ends.
+- **storage** (``max_storage``): ``RLIMIT_FSIZE = max_storage`` (no single file may
+  outgrow the quota) plus a watchdog that sums the apparent size of the work directory
+  every ``poll_interval`` (backing off when the walk is slow) and kills the worker once
+  the sum reaches the quota. Reaching the quota counts as passing it: a write that
+  RLIMIT_FSIZE cut short leaves a file exactly at the quota, and a program may ignore
+  that failure. The quota is soft by at most one poll interval of writes; the size is
+  checked once more at the end. A work directory already at its quota is refused
+  without starting a worker.
+- **timeout**: the whole process group gets SIGKILL at ``spec.timeout``; anything left in
+  the group after the worker exits is killed too, so no agent outlives its step.
+
+``WorkerResult`` reports what happened; ``edge_min.agents.isolation`` names the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from itertools import count
+from pathlib import Path
+
+from edge_min.platform import CpuTimes, DiskUsage, MemoryInfo, WorkerResult, WorkerSpec
+
+WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
+CPU_PERIOD_US = 100_000
+STDERR_TAIL = 64 * 1024
+# A worker that exits while a stray grandchild holds its pipes open gets this long to drain.
+_DRAIN_GRACE = 0.5
+_NICE_FALLBACK = 10
+_serial = count(1)
+
+
+def directory_size(path: str) -> int:
+    """The apparent size in bytes of every regular file under ``path`` (symlinks not followed)."""
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue  # removed while we walked
+        except OSError:
+            continue
+    return total
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fstype, super options) for every mount, from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields, tail = left.split(), right.split()
+                if len(fields) >= 5 and len(tail) >= 3:
+                    found.append((fields[4], tail[0], tail[2]))
+    except OSError:
+        pass
+    return found
+
+
+class CgroupCpu:
+    """Per-worker child cgroups carrying a CPU quota, under one parent directory."""
+
+    def __init__(self, version: int, parent: str) -> None:
+        self.version = version
+        self.parent = parent
+
+    @property
+    def mode(self) -> str:
+        """``cgroup2`` or ``cgroup1``."""
+        return f"cgroup{self.version}"
+
+    @classmethod
+    def probe(cls, parent: str | None = None) -> CgroupCpu | None:
+        """A usable CPU cgroup parent here, or ``None`` (not writable, no cpu controller)."""
+        candidates: list[tuple[int, str]] = []
+        if parent:
+            version = 2 if os.path.exists(os.path.join(parent, "cgroup.controllers")) else 1
+            if not os.path.exists(parent):
+                up = os.path.dirname(parent.rstrip("/"))
+                version = 2 if os.path.exists(os.path.join(up, "cgroup.controllers")) else 1
+            candidates.append((version, parent))
+        else:
+            for mount, fstype, options in _mounts():
+                if fstype == "cgroup2":
+                    candidates.insert(0, (2, os.path.join(mount, "edge_min")))
+                elif fstype == "cgroup" and "cpu" in options.split(","):
+                    candidates.append((1, os.path.join(mount, "edge_min")))
+        for version, path in candidates:
+            cg = cls(version, path)
+            try:
+                if cg._prepare():
+                    cg._sweep()
+                    return cg
+            except OSError:
+                continue
+        return None
+
+    def _prepare(self) -> bool:
+        os.makedirs(self.parent, exist_ok=True)
+        if self.version == 1:
+            return os.access(os.path.join(self.parent, "cpu.cfs_quota_us"), os.W_OK)
+        controllers = Path(self.parent, "cgroup.controllers").read_text().split()
+        if "cpu" not in controllers:
+            up = Path(os.path.dirname(self.parent.rstrip("/")), "cgroup.subtree_control")
+            if "cpu" not in up.read_text().split():
+                up.write_text("+cpu")
+        control = Path(self.parent, "cgroup.subtree_control")
+        if "cpu" not in control.read_text().split():
+            control.write_text("+cpu")
+        return "cpu" in control.read_text().split()
+
+    def _sweep(self) -> None:
+        # Empty worker cgroups left by a runtime that was killed; busy ones refuse rmdir.
+        for entry in os.scandir(self.parent):
+            if entry.is_dir() and entry.name.startswith("w-"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry.path)
+
+    def create(self, name: str, max_cpu: float) -> str:
+        """A new child cgroup limited to ``max_cpu`` cores; returns its directory."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+        path = os.path.join(self.parent, f"w-{safe}-{os.getpid()}-{next(_serial)}")
+        os.mkdir(path)
+        quota = max(1000, int(max_cpu * CPU_PERIOD_US))
+        try:
+            if self.version == 2:
+                Path(path, "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            else:
+                Path(path, "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                Path(path, "cpu.cfs_quota_us").write_text(str(quota))
+        except OSError:
+            os.rmdir(path)
+            raise
+        return path
+
+    def remove(self, path: str) -> None:
+        """Kill whatever is still in the cgroup, then delete it."""
+        kill_file = Path(path, "cgroup.kill")
+        for _ in range(50):
+            try:
+                if kill_file.exists():
+                    kill_file.write_text("1")
+                else:
+                    for pid in Path(path, "cgroup.procs").read_text().split():
+                        _signal_pid(int(pid))
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.01)
+
+
+def _signal_pid(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class PosixWorkerHandle:
+    """A running worker subprocess and its supervisor (runs inside ``wait()``)."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        proc: subprocess.Popen[bytes] | None,
+        *,
+        cgroup: CgroupCpu | None,
+        cgroup_path: str | None,
+        cpu_limit_mode: str,
+        poll_interval: float,
+        max_output: int,
+        started: float,
+        refused_usage: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.cpu_limit_mode = cpu_limit_mode
+        self._proc = proc
+        self._cgroup = cgroup
+        self._cgroup_path = cgroup_path
+        self._poll = poll_interval
+        self._max_output = max_output
+        self._started = started
+        self._refused_usage = refused_usage
+        self._result: WorkerResult | None = None
+        self.status_fd: int | None = None
+        self._kill_reason: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (also its process group id)."""
+        return self._proc.pid if self._proc else None
+
+    def kill(self, reason: str = "cancelled") -> None:
+        """SIGKILL the worker's process group and cgroup; ``reason`` lands in ``killed_for``."""
+        if self._proc is not None and self._proc.returncode is None and self._kill_reason is None:
+            self._kill_reason = reason
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        if self._cgroup is not None and self._cgroup_path is not None:
+            self._cgroup.remove(self._cgroup_path)
+            self._cgroup_path = None
+
+    def wait(self) -> WorkerResult:
+        """Feed stdin, enforce timeout and storage, collect output; block until the end."""
+        if self._result is None:
+            if self._proc is None:
+                self._result = WorkerResult(
+                    returncode=None,
+                    stdout=b"",
+                    stderr=b"",
+                    duration=0.0,
+                    killed_for="storage",
+                    storage_used=self._refused_usage,
+                    cpu_limit_mode=self.cpu_limit_mode,
+                )
+            else:
+                try:
+                    self._result = self._supervise(self._proc)
+                finally:
+                    self.kill()
+                    if self.status_fd is not None:
+                        os.close(self.status_fd)
+                        self.status_fd = None
+        return self._result
+
+    def _applied(self) -> dict[str, object]:
+        # The worker wrote one line and closed its end before running agent code.
+        if self.status_fd is None:
+            return {}
+        os.set_blocking(self.status_fd, False)
+        try:
+            data = os.read(self.status_fd, 65536)
+            value = json.loads(data.decode("utf-8")) if data.strip() else {}
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> WorkerResult:
+        spec = self.spec
+        out, err = bytearray(), bytearray()
+        truncated = False
+        killed_for: str | None = None
+        sel = selectors.DefaultSelector()
+        assert proc.stdin and proc.stdout and proc.stderr
+        pending = memoryview(spec.stdin)
+        if pending:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        deadline = self._started + spec.timeout if spec.timeout else None
+        storage_every, next_storage = self._poll, time.monotonic()
+        exited_at: float | None = None
+        while sel.get_map():
+            for key, _ in sel.select(self._poll):
+                stream = key.fileobj
+                if stream is proc.stdin:
+                    try:
+                        sent = os.write(proc.stdin.fileno(), pending[:65536])
+                        pending = pending[sent:]
+                    except (BrokenPipeError, ConnectionResetError):
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(proc.stdin)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(stream)
+                    continue
+                if stream is proc.stdout:
+                    room = self._max_output - len(out)
+                    truncated = truncated or len(chunk) > room
+                    out += chunk[: max(room, 0)]
+                else:
+                    err += chunk
+                    if len(err) > 2 * STDERR_TAIL:
+                        del err[:-STDERR_TAIL]
+            now = time.monotonic()
+            if killed_for is None and deadline is not None and now >= deadline:
+                killed_for = "timeout"
+                self.kill(killed_for)
+            if killed_for is None and spec.max_storage is not None and now >= next_storage:
+                t0 = time.monotonic()
+                used = directory_size(spec.work_dir)
+                walk = time.monotonic() - t0
+                storage_every = max(self._poll, 10 * walk)
+                next_storage = time.monotonic() + storage_every
+                if used >= spec.max_storage:
+                    killed_for = "storage"
+                    self.kill(killed_for)
+            killed_for = killed_for or self._kill_reason
+            if proc.poll() is not None or killed_for is not None:
+                if exited_at is None:
+                    exited_at = now
+                    self.kill()  # stragglers in the group must not outlive the step
+                elif now - exited_at > _DRAIN_GRACE:
+                    break
+        for key in list(sel.get_map().values()):
+            sel.unregister(key.fileobj)
+        sel.close()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+        returncode = proc.wait()
+        used_end = directory_size(spec.work_dir) if spec.max_storage is not None else None
+        signame = None
+        if returncode < 0:
+            try:
+                signame = signal.Signals(-returncode).name
+            except ValueError:
+                signame = f"signal {-returncode}"
+        return WorkerResult(
+            returncode=returncode,
+            stdout=bytes(out),
+            stderr=bytes(err[-STDERR_TAIL:]),
+            duration=time.monotonic() - self._started,
+            killed_for=killed_for,
+            signal=signame,
+            storage_used=used_end,
+            cpu_limit_mode=self.cpu_limit_mode,
+            stdout_truncated=truncated,
+            applied=self._applied(),
+        )
+
+
+class PosixPlatform:
+    """The platform for CPython on Linux and other POSIX hosts."""
+
+    name = "posix"
+
+    def __init__(
+        self,
+        *,
+        python: str | None = None,
+        cgroup_parent: str | None = None,
+        cpu_limit: str = "auto",
+        poll_interval: float = 0.05,
+        max_output: int = 16 * 1024 * 1024,
+    ) -> None:
+        if cpu_limit not in ("auto", "rlimit"):
+            raise ValueError(f"cpu_limit must be 'auto' or 'rlimit', got {cpu_limit!r}")
+        self.python = python or sys.executable
+        self.cgroup_parent = cgroup_parent
+        self.cpu_limit = cpu_limit
+        self.poll_interval = poll_interval
+        self.max_output = max_output
+        self._cgroup: CgroupCpu | None = None
+        self._probed = False
+
+    @property
+    def cpu_limit_mode(self) -> str:
+        """``cgroup2``, ``cgroup1`` or ``rlimit``: how ``max_cpu`` is enforced here."""
+        cg = self._cgroup_cpu()
+        return cg.mode if cg else "rlimit"
+
+    def _cgroup_cpu(self) -> CgroupCpu | None:
+        if not self._probed:
+            self._probed = True
+            if self.cpu_limit == "auto":
+                self._cgroup = CgroupCpu.probe(self.cgroup_parent)
+        return self._cgroup
+
+    def spawn_worker(self, spec: WorkerSpec) -> PosixWorkerHandle:
+        """Start ``worker.py`` for ``spec`` in its own session, limits applied in the child."""
+        started = time.monotonic()
+        os.makedirs(spec.work_dir, exist_ok=True)
+        config: dict[str, object] = {
+            "mode": "exec" if spec.argv else "python",
+            "argv": list(spec.argv),
+            "entry": spec.entry,
+            "sys_path": list(spec.sys_path),
+            "context": dict(spec.context),
+            "max_memory": spec.max_memory,
+            "max_storage": spec.max_storage,
+            "needs_network": spec.needs_network,
+        }
+        mode = "none"
+        cgroup, cgroup_path = None, None
+        if spec.max_cpu is not None:
+            cgroup = self._cgroup_cpu()
+            if cgroup is not None:
+                try:
+                    cgroup_path = cgroup.create(spec.name, spec.max_cpu)
+                    config["cgroup_procs"] = os.path.join(cgroup_path, "cgroup.procs")
+                    mode = cgroup.mode
+                except OSError:
+                    cgroup = None
+            if cgroup is None:
+                mode = "rlimit"
+                config["nice"] = _NICE_FALLBACK
+                if spec.timeout:
+                    config["cpu_seconds"] = max(1, math.ceil(spec.max_cpu * spec.timeout))
+
+        def handle(proc: subprocess.Popen[bytes] | None, refused: int | None) -> PosixWorkerHandle:
+            return PosixWorkerHandle(
+                spec,
+                proc,
+                cgroup=cgroup,
+                cgroup_path=cgroup_path,
+                cpu_limit_mode=mode,
+                poll_interval=self.poll_interval,
+                max_output=self.max_output,
+                started=started,
+                refused_usage=refused,
+            )
+
+        if spec.max_storage is not None:
+            used = directory_size(spec.work_dir)
+            if used >= spec.max_storage:
+                if cgroup is not None and cgroup_path is not None:
+                    cgroup.remove(cgroup_path)
+                return handle(None, used)
+        status_read, status_write = os.pipe()
+        config["status_fd"] = status_write
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-s", "-B", WORKER_SCRIPT, json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.work_dir,
+                env=dict(spec.env),
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(status_write,),
+            )
+        except BaseException:
+            os.close(status_read)
+            if cgroup is not None and cgroup_path is not None:
+                cgroup.remove(cgroup_path)
+            raise
+        finally:
+            os.close(status_write)
+        h = handle(proc, None)
+        h.status_fd = status_read
+        return h
+
+    def cpu_times(self) -> CpuTimes:
+        """Host CPU seconds from ``/proc/stat``."""
+        try:
+            with open("/proc/stat") as fh:
+                fields = fh.readline().split()
+        except OSError as exc:
+            raise NotImplementedError("cpu_times needs /proc/stat") from exc
+        tick = os.sysconf("SC_CLK_TCK")
+        user, nice, system, idle = (int(v) / tick for v in fields[1:5])
+        return CpuTimes(user=user + nice, system=system, idle=idle)
+
+    def memory_info(self) -> MemoryInfo:
+        """Host memory from ``/proc/meminfo``."""
+        values: dict[str, int] = {}
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    key, _, rest = line.partition(":")
+                    values[key] = int(rest.split()[0]) * 1024
+        except OSError as exc:
+            raise NotImplementedError("memory_info needs /proc/meminfo") from exc
+        return MemoryInfo(total=values["MemTotal"], available=values.get("MemAvailable", 0))
+
+    def disk_usage(self, path: str) -> DiskUsage:
+        """Usage of the filesystem holding ``path``."""
+        usage = shutil.disk_usage(path)
+        return DiskUsage(total=usage.total, used=usage.used, free=usage.free)

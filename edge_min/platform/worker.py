@@ -1,0 +1,261 @@
+"""The worker program: runs in the child process, applies limits, then runs the agent.
+
+Started by ``PosixPlatform`` as ``python -s -B worker.py '<config JSON>'`` in a new session,
+with cwd and ``TMPDIR`` set to the agent's work directory. It imports only the stdlib
+(never ``edge_min``), so it runs from a bare file next to any interpreter.
+
+Order of work, before any agent code runs:
+
+1. join the per-worker cgroup (``cgroup_procs``), when the parent made one;
+2. unless ``needs_network``, move into an empty network namespace (best effort, see
+   ``isolate_network``; the outcome is reported on the status pipe);
+3. ``nice`` and ``RLIMIT_CPU`` (the CPU fallback when there is no cgroup);
+4. ``RLIMIT_FSIZE`` = ``max_storage`` (no single file may outgrow the quota);
+5. ``RLIMIT_AS`` = the address space this interpreter has mapped right now (read from
+   ``/proc/self/status`` ``VmSize``, about 15MB for CPython 3.11 on x86-64) **plus**
+   ``max_memory``. The agent so gets ``max_memory`` of address space of its own, its
+   imports included; the interpreter's own baseline is not charged to it. In ``exec`` mode
+   the same sum applies to the program that replaces this one.
+
+Then, in ``exec`` mode, it restores the default SIGPIPE/SIGXFSZ/SIGXCPU handling (Python
+ignores some of them and ``SIG_IGN`` survives ``exec``) and execs ``argv``. In
+``python`` mode it reads the input JSON from stdin, imports ``entry``'s module (with
+``sys_path`` prepended), calls ``fn(input, context)`` and writes one JSON frame to the
+original stdout, while ``print`` in agent code goes to stderr:
+
+- ``{"ok": true, "output": <value>}``
+- ``{"ok": false, "kind": "memory"|"storage"|"import"|"input"|"output"|"error",
+  "type": <exception class>, "message": <text>, "traceback": <tail>}``
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+# Freed on MemoryError so the worker still has room to report it.
+_BALLAST_BYTES = 1 << 20
+_STORAGE_ERRNOS = {errno.EFBIG, getattr(errno, "EDQUOT", errno.EFBIG)}
+
+
+class CallContext(dict[str, Any]):
+    """The ``context`` handed to a Python agent: a dict whose keys are also attributes.
+
+    Keys: ``idempotency_key``, ``agent``, ``work_dir``, ``attempt``, ``timeout``.
+    """
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def current_vm_size() -> int | None:
+    """This process's mapped address space in bytes, from ``/proc/self/status``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+
+def isolate_network() -> str:
+    """Move this process into an empty network namespace; which way worked, or ``shared``.
+
+    ``netns`` as root (or with CAP_SYS_ADMIN); ``userns`` through an unprivileged user
+    namespace (same uid/gid mapped) where the kernel allows it; ``shared`` otherwise.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return "shared"
+    if not hasattr(libc, "unshare"):
+        return "shared"
+    if libc.unshare(CLONE_NEWNET) == 0:
+        return "netns"
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        return "shared"
+    try:
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+    except OSError:
+        pass  # the namespace holds; only the id mapping is missing (ids show as nobody)
+    return "userns"
+
+
+def apply_limits(config: dict[str, Any]) -> dict[str, Any]:
+    """Join the cgroup, isolate the network, set nice and rlimits; what was applied."""
+    import resource
+
+    applied: dict[str, Any] = {}
+    procs = config.get("cgroup_procs")
+    if procs:
+        with open(procs, "w") as fh:
+            fh.write(str(os.getpid()))
+        applied["cgroup"] = os.path.dirname(procs)
+    if not config.get("needs_network", True):
+        applied["network"] = isolate_network()
+    if config.get("nice"):
+        os.nice(int(config["nice"]))
+    cpu_seconds = config.get("cpu_seconds")
+    if cpu_seconds:
+        # SIGXCPU at the soft limit; the hard limit one second later is SIGKILL.
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_seconds), int(cpu_seconds) + 1))
+        applied["cpu_seconds"] = int(cpu_seconds)
+    fsize = config.get("max_storage")
+    if fsize:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(fsize), int(fsize)))
+    max_memory = config.get("max_memory")
+    if max_memory:
+        baseline = current_vm_size() or 0
+        limit = baseline + int(max_memory)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        applied["address_space"] = limit
+    return applied
+
+
+def _report(config: dict[str, Any], status: dict[str, Any]) -> None:
+    # One JSON line on the status pipe tells the parent what was applied.
+    fd = config.get("status_fd")
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), json.dumps(status).encode("utf-8") + b"\n")
+    finally:
+        os.close(int(fd))
+
+
+def _exec(config: dict[str, Any]) -> int:
+    import signal
+
+    argv = [str(a) for a in config["argv"]]
+    for name in ("SIGPIPE", "SIGXFSZ", "SIGXCPU"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        sys.stderr.write(f"edge-min worker: cannot run {argv[0]!r}: {exc.strerror}\n")
+        return 127
+    return 127  # pragma: no cover - execvp does not return
+
+
+def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "ok": False,
+        "kind": kind,
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": tb[-4000:],
+    }
+
+
+def _resolve(entry: str, sys_path: list[str]) -> Any:
+    module_name, _, func_name = entry.partition(":")
+    for path in reversed(sys_path):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    module = importlib.import_module(module_name)
+    target: Any = module
+    for part in func_name.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{entry} is not callable")
+    return target
+
+
+def run_entry(
+    entry: str, raw_input: bytes, context: dict[str, Any], sys_path: list[str]
+) -> dict[str, Any]:
+    """Call ``entry`` with the decoded input and context; the result as a frame dict."""
+    ballast: bytearray | None = bytearray(_BALLAST_BYTES)
+    try:
+        try:
+            value = json.loads(raw_input.decode("utf-8")) if raw_input.strip() else None
+        except ValueError as exc:
+            return _failure("input", exc)
+        try:
+            fn = _resolve(entry, sys_path)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            return _failure("import", exc)
+        output = fn(value, CallContext(context))
+        try:
+            json.dumps(output)
+        except (TypeError, ValueError) as exc:
+            return _failure("output", exc)
+        return {"ok": True, "output": output}
+    except MemoryError as exc:
+        ballast = None
+        return _failure("memory", exc)
+    except OSError as exc:
+        return _failure("storage" if exc.errno in _STORAGE_ERRNOS else "error", exc)
+    except Exception as exc:
+        return _failure("error", exc)
+    finally:
+        del ballast
+
+
+def _python(config: dict[str, Any]) -> int:
+    # The frame goes to the real stdout; agent prints are sent to stderr instead.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    raw = sys.stdin.buffer.read()
+    frame = run_entry(
+        str(config["entry"]), raw, dict(config.get("context") or {}), config.get("sys_path") or []
+    )
+    try:
+        data = json.dumps(frame).encode("utf-8")
+    except MemoryError:
+        data = b'{"ok": false, "kind": "memory", "type": "MemoryError", "message": ""}'
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(data)
+    return 0 if frame.get("ok") else 1
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``worker.py '<config JSON>'``."""
+    if len(argv) != 2:
+        sys.stderr.write("usage: worker.py '<config JSON>'\n")
+        return 2
+    config = json.loads(argv[1])
+    # Agent modules must not be shadowed by (or shadow with) this folder's modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        applied = apply_limits(config)
+    except OSError as exc:
+        _report(config, {"error": str(exc)})
+        sys.stderr.write(f"edge-min worker: cannot apply limits: {exc}\n")
+        return 126
+    _report(config, applied)
+    if config.get("mode") == "exec":
+        return _exec(config)
+    return _python(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
