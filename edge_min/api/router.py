@@ -113,9 +113,7 @@ class Route:
 
     def __post_init__(self) -> None:
         parts = re.split(r"(\{[a-z_]+\})", self.pattern)
-        rx = "".join(
-            f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts
-        )
+        rx = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
         self.regex = re.compile(f"^{rx}$")
 
 
@@ -125,12 +123,18 @@ class Router:
     def __init__(self, authorizer: Authorizer | None = None) -> None:
         self.routes: list[Route] = []
         self.authorizer: Authorizer = authorizer or AllowAll()
+        self.close_hooks: list[Callable[[], None]] = []
 
     def add(self, method: str, pattern: str, handler: Handler, *, permission: str | None) -> None:
         """Add a route; ``permission`` must be one of PERMISSIONS, or None (always refused)."""
         if permission is not None and permission not in PERMISSIONS:
             raise ValueError(f"unknown permission {permission!r}; use one of {PERMISSIONS}")
         self.routes.append(Route(method.upper(), pattern, permission, handler))
+
+    def close(self) -> None:
+        """Release what the routes hold (per-thread connections)."""
+        for hook in self.close_hooks:
+            hook()
 
     def dispatch(self, request: Request) -> Response:
         """Answer one request; never raises."""

@@ -7,8 +7,10 @@ stall workflows.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from edge_min.api.router import Request, Response, Router, error_response
@@ -16,19 +18,65 @@ from edge_min.api.router import Request, Response, Router, error_response
 log = logging.getLogger("edge_min.api")
 
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+DEFAULT_WORKERS = 16
+IDLE_CONNECTION_TIMEOUT = 15.0  # seconds a kept-alive connection may sit idle on a worker
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """An HTTP server with a fixed pool of worker threads.
+
+    A fixed pool (not a thread per request) bounds memory and lets each worker keep one
+    database connection for its whole life.
+    """
+
     allow_reuse_address = True
     router: Router
     max_request_bytes: int
+
+    def __init__(self, address: tuple[str, int], workers: int) -> None:
+        super().__init__(address, _Handler)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"edge-api-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._workers:
+            t.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._queue.put((request, client_address))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def stop_workers(self) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        for t in self._workers:
+            t.join(timeout=2)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "edge-min"
+    timeout = IDLE_CONNECTION_TIMEOUT
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -91,8 +139,9 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 8000,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
-        self._server = _Server((host, port), _Handler)
+        self._server = _Server((host, port), workers)
         self._server.router = router
         self._server.max_request_bytes = max_request_bytes
         self._thread: threading.Thread | None = None
@@ -114,5 +163,7 @@ class ApiServer:
         """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.stop_workers()
+        self._server.router.close()
         if self._thread:
             self._thread.join(timeout=5)

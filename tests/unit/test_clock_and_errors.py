@@ -31,9 +31,7 @@ def test_system_clock_is_monotonic() -> None:
 
 
 def test_every_error_is_an_edge_error_with_a_code() -> None:
-    classes = [
-        v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)
-    ]
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
     assert len(classes) >= 12
     codes = set()
     for cls in classes:
@@ -49,7 +47,12 @@ def test_missing_dependency_prints_the_install_command() -> None:
 
 
 def test_config_error_names_file_and_path() -> None:
-    err = errors.ConfigError("must be at least 1", file="edge-config.yaml", path="runtime.x", value=0)
+    err = errors.ConfigError(
+        "must be at least 1", file="edge-config.yaml", path="runtime.x", value=0
+    )
     assert str(err) == "edge-config.yaml: runtime.x: must be at least 1"
     both = errors.ConfigError.collect([err, errors.ConfigError("bad", file="f.yaml")])
-    assert str(both).splitlines() == ["edge-config.yaml: runtime.x: must be at least 1", "f.yaml: bad"]
+    assert str(both).splitlines() == [
+        "edge-config.yaml: runtime.x: must be at least 1",
+        "f.yaml: bad",
+    ]

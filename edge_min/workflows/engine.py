@@ -1,0 +1,603 @@
+"""The durable workflow engine: runs DAGs of agent steps so that no finished step runs twice.
+
+A run is a ``workflow_executions`` row; each step is an ``agent_executions`` row whose id is
+``<execution id>:<step id>``, which is also the idempotency key handed to the agent. The rules
+that make it durable (after DBOS Transact):
+
+- a step's output is committed, in the same transaction as its ``succeeded`` status, before
+  any dependent step is started;
+- on restart (``recover``), every run still ``running`` is resumed: ``succeeded``, ``failed``
+  and ``skipped`` steps are taken from the store and never run again; a step that was
+  ``running`` when the process died runs again with the same idempotency key;
+- results wait in memory until their commit succeeds: lock contention delays a run, never
+  fails it.
+
+The engine is a pure state machine driven by ``poll(now)``; blocking agent calls go through a
+``Dispatcher`` (threads on CPython, inline under Pyodide or MicroPython), so the same code
+runs under any loop. All completions and starts of one poll share one transaction, which is
+how many concurrent runs amortise the cost of ``synchronous=FULL``.
+
+Execution statuses: ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``.
+Step statuses: ``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``, and
+``skipped`` (its ``when`` was false, or a step it needs was skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge_min.clock import Clock, SystemClock, iso
+from edge_min.errors import (
+    AgentError,
+    EdgeError,
+    NotFound,
+    StorageError,
+    WorkflowError,
+)
+from edge_min.units import format_size
+from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, parse_definition
+
+log = logging.getLogger("edge_min.engine")
+
+TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+class Handle(Protocol):
+    """A dispatched call: poll ``done()``, then ``result()`` returns or raises."""
+
+    def done(self) -> bool:
+        """Whether the call has finished."""
+        ...
+
+    def result(self) -> Any:
+        """The call's return value; raises what the call raised."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """Where blocking agent calls run: worker threads on CPython, inline elsewhere."""
+
+    def submit(self, fn: Callable[[], Any]) -> Handle:
+        """Start ``fn`` and return a handle to its result."""
+        ...
+
+
+class _Done:
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._value, self._error = value, error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class InlineDispatcher:
+    """Runs each call at once on the caller's thread: for Pyodide, MicroPython and benchmarks."""
+
+    def submit(self, fn: Callable[[], Any]) -> Handle:
+        """Run ``fn`` now."""
+        try:
+            return _Done(fn())
+        except Exception as exc:
+            return _Done(error=exc)
+
+
+class AgentPort(Protocol):
+    """What the engine needs from the agent registry."""
+
+    def names(self) -> set[str]:
+        """Names of the registered agents."""
+        ...
+
+    def agent_id(self, name: str) -> str:
+        """The ``agents.id`` of an agent, registering a builtin on first use."""
+        ...
+
+    def memory_of(self, name: str) -> int:
+        """The agent's ``max_memory`` in bytes (0 for in-process builtins)."""
+        ...
+
+    def needs_network(self, name: str) -> bool:
+        """Whether the agent needs the network to run."""
+        ...
+
+    def prepare(self, name: str) -> Any:
+        """Warm the agent's executor; called on the loop thread before dispatch."""
+        ...
+
+    def invoke(self, name: str, value: Any, context: Mapping[str, Any]) -> Any:
+        """Call the agent; blocking; raises AgentError on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The runtime limits the engine enforces (from ``runtime:`` in edge-config.yaml)."""
+
+    max_concurrent_workflows: int = 5
+    max_memory_usage: int = 512 * 1024**2
+    offline_mode: str = "auto"
+
+
+@dataclass
+class _Step:
+    status: str = "pending"
+    output: Any = None
+    attempt: int = 0
+    error: str | None = None
+    retry_at: float = 0.0  # wall time before which a failed attempt is not retried
+    started_at: str | None = None
+
+
+@dataclass
+class _Run:
+    id: str
+    workflow_id: str
+    definition: WorkflowDefinition
+    input: Any
+    steps: dict[str, _Step] = field(default_factory=dict)
+    failed: str | None = None  # the step whose failure fails the run
+
+
+@dataclass
+class _Inflight:
+    run: _Run
+    step: StepDefinition
+    handle: Handle
+    memory: int
+    started: float
+
+
+class Engine:
+    """Admits queued runs, starts ready steps, commits results; driven by ``poll``."""
+
+    def __init__(
+        self,
+        store: Any,
+        agents: AgentPort,
+        *,
+        dispatcher: Dispatcher | None = None,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+        is_online: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.store = store
+        self.db = store.backend
+        self.agents = agents
+        self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
+        self.clock = clock or SystemClock()
+        self.limits = limits or Limits()
+        self.is_online = is_online
+        self._runs: dict[str, _Run] = {}
+        self._inflight: dict[str, _Inflight] = {}  # keyed by step row id
+        self._writes: list[tuple[str, str, dict[str, Any]]] = []  # (table, id, changes) to commit
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._step_rows: set[str] = set()  # agent_executions rows known to exist
+
+    # -- workflows and submissions -------------------------------------------------------
+
+    def add_workflow(self, source: Any, *, origin: str = "<string>") -> dict[str, Any]:
+        """Validate a definition (YAML, JSON or mapping) against known agents and store it."""
+        definition = parse_definition(source, source=origin, known_agents=self.agents.names())
+        text = definition.to_json()
+        existing = self.store.workflows.get_by_name(definition.name)
+        if existing:
+            return dict(
+                self.store.workflows.update(
+                    existing["id"], definition=text, version=definition.version
+                )
+            )
+        return dict(
+            self.store.workflows.create(
+                name=definition.name, definition=text, version=definition.version
+            )
+        )
+
+    def definition(self, workflow_id: str, text: str) -> WorkflowDefinition:
+        """The parsed definition of a stored workflow (cached by id and text)."""
+        key = workflow_id + "\0" + text
+        found = self._definitions.get(key)
+        if found is None:
+            found = self._definitions[key] = parse_definition(
+                text, source=f"workflow {workflow_id}"
+            )
+        return found
+
+    def submit(self, workflow_name: str, value: Any = None) -> str:
+        """Queue a run of the named workflow; returns the execution id."""
+        row = self.store.workflows.get_by_name(workflow_name)
+        if row is None:
+            known = ", ".join(sorted(w["name"] for w in self.store.workflows.list())) or "none"
+            raise NotFound(f"no workflow named {workflow_name!r} (known: {known})")
+        self._check_fits(self.definition(row["id"], row["definition"]))
+        execution_id = uuid.uuid4().hex
+        self.store.executions.create(
+            id=execution_id, workflow_id=row["id"], status="queued", input=value
+        )
+        return execution_id
+
+    def _check_fits(self, definition: WorkflowDefinition) -> None:
+        for step in definition.steps:
+            need = self.agents.memory_of(step.agent)
+            if need > self.limits.max_memory_usage:
+                raise WorkflowError(
+                    f"step '{step.id}': agent '{step.agent}' has max_memory {format_size(need)}, "
+                    "more than runtime.max_memory_usage "
+                    f"({format_size(self.limits.max_memory_usage)}); lower the "
+                    "agent's resources.max_memory or raise runtime.max_memory_usage"
+                )
+
+    def cancel(self, execution_id: str) -> None:
+        """Cancel a queued or running run; steps in flight finish, nothing after them starts."""
+        row = self.store.executions.get(execution_id)
+        if row is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        if row["status"] in TERMINAL_RUN:
+            return
+        run = self._runs.pop(execution_id, None)
+        if run:
+            for step_id, st in run.steps.items():
+                if st.status == "pending":
+                    st.status = "cancelled"
+                    self._write_step(run, step_id, status="cancelled", completed_at=self._now())
+        self._writes.append(
+            (
+                "workflow_executions",
+                execution_id,
+                {"status": "cancelled", "completed_at": self._now()},
+            )
+        )
+        self._commit()
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Load every run left ``running`` by a crash; returns how many were resumed."""
+        for row in self.store.executions.oldest("running"):
+            if row["id"] not in self._runs:
+                self._load(row)
+        return len(self._runs)
+
+    def _load(self, row: Mapping[str, Any]) -> _Run:
+        wf = self.store.workflows.get(row["workflow_id"])
+        if wf is None:
+            raise NotFound(f"execution {row['id']} names missing workflow {row['workflow_id']}")
+        run = _Run(
+            id=row["id"],
+            workflow_id=row["workflow_id"],
+            definition=self.definition(wf["id"], wf["definition"]),
+            input=row.get("input"),
+        )
+        run.steps = {s.id: _Step() for s in run.definition.steps}
+        for srow in self.store.agent_executions.list(workflow_execution_id=run.id):
+            self._step_rows.add(srow["id"])
+            step_id = srow["id"].split(":", 1)[1]
+            if step_id not in run.steps:
+                continue
+            metrics = srow.get("metrics") or {}
+            st = run.steps[step_id]
+            st.attempt = int(metrics.get("attempt", 0))
+            st.retry_at = float(metrics.get("retry_at", 0.0))
+            st.started_at = srow["started_at"]
+            # A step that was running when we died runs again, same idempotency key.
+            st.status = "pending" if srow["status"] == "running" else srow["status"]
+            st.output = srow.get("output")
+            st.error = metrics.get("error")
+            if st.status == "failed":
+                step = run.definition.step(step_id)
+                if step.on_failure == "fail":
+                    run.failed = step_id
+        self._runs[run.id] = run
+        return run
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def poll(self, now: float | None = None) -> bool:
+        """Do every piece of work that is ready; returns whether anything changed."""
+        wall = self.clock.time() if now is None else now
+        changed = self._collect(wall)
+        changed |= self._admit()
+        starts = self._plan_starts(wall)
+        if self._writes or starts:
+            try:
+                self._commit()
+            except StorageError as exc:
+                # Lock contention or a full disk: keep everything in memory and try again.
+                log.warning("engine commit deferred: %s", exc)
+                self._unplan(starts)
+                return changed
+        for run, step, value in starts:
+            self._dispatch(run, step, value, wall)
+        return changed or bool(starts)
+
+    def _collect(self, wall: float) -> bool:
+        done = [key for key, f in self._inflight.items() if f.handle.done()]
+        for key in done:
+            f = self._inflight.pop(key)
+            st = f.run.steps[f.step.id]
+            metrics: dict[str, Any] = {
+                "step": f.step.id,
+                "attempt": st.attempt,
+                "duration_ms": round((self.clock.monotonic() - f.started) * 1000, 3),
+            }
+            try:
+                output = f.handle.result()
+            except Exception as exc:
+                self._step_failed(f.run, f.step, st, exc, metrics, wall)
+                continue
+            st.status, st.output = "succeeded", output
+            self._write_step(
+                f.run,
+                f.step.id,
+                status="succeeded",
+                output=output,
+                completed_at=iso(wall),
+                metrics=metrics,
+            )
+            self._maybe_finish(f.run, wall)
+        return bool(done)
+
+    def _step_failed(
+        self,
+        run: _Run,
+        step: StepDefinition,
+        st: _Step,
+        exc: BaseException,
+        metrics: dict[str, Any],
+        wall: float,
+    ) -> None:
+        message = exc.message if isinstance(exc, EdgeError) else f"{type(exc).__name__}: {exc}"
+        metrics["error"] = message
+        st.error = message
+        if st.attempt <= step.retries:
+            delay = min(step.retry_backoff * 2 ** (st.attempt - 1), step.retry_max_backoff)
+            st.status, st.retry_at = "pending", wall + delay
+            metrics["retry_at"] = st.retry_at
+            self._write_step(run, step.id, status="pending", metrics=metrics)
+            log.info(
+                "step %s of %s failed (attempt %d), retry in %.1fs: %s",
+                step.id,
+                run.id,
+                st.attempt,
+                delay,
+                message,
+            )
+            return
+        st.status = "failed"
+        self._write_step(run, step.id, status="failed", completed_at=iso(wall), metrics=metrics)
+        if step.on_failure == "fail":
+            run.failed = step.id
+        self._maybe_finish(run, wall)
+
+    def _admit(self) -> bool:
+        room = self.limits.max_concurrent_workflows - len(self._runs)
+        if room <= 0:
+            return False
+        queued = self.store.executions.oldest("queued", room)
+        for row in queued:
+            self._writes.append(("workflow_executions", row["id"], {"status": "running"}))
+            self._load(row)
+        return bool(queued)
+
+    def _plan_starts(self, wall: float) -> list[tuple[_Run, StepDefinition, Any]]:
+        starts: list[tuple[_Run, StepDefinition, Any]] = []
+        memory = sum(f.memory for f in self._inflight.values())
+        for run in list(self._runs.values()):
+            if run.failed:
+                self._maybe_finish(run, wall)
+                continue
+            for step in run.definition.steps:
+                st = run.steps[step.id]
+                if st.status != "pending" or st.retry_at > wall:
+                    continue
+                if any(run.steps[n].status not in FINISHED_STEP for n in step.needs):
+                    continue
+                if self._skip_if_upstream_skipped(run, step, wall):
+                    continue
+                ctx = self._context(run)
+                try:
+                    if step.when is not None and not step.when.evaluate(ctx):
+                        st.status = "skipped"
+                        self._write_step(
+                            run,
+                            step.id,
+                            status="skipped",
+                            completed_at=iso(wall),
+                            metrics={"step": step.id, "reason": "when was false"},
+                        )
+                        self._maybe_finish(run, wall)
+                        continue
+                    value = step.input.render(ctx)
+                except EdgeError as exc:
+                    st.attempt = step.retries + 1  # a bad reference will not heal by retrying
+                    self._step_failed(run, step, st, exc, {"step": step.id}, wall)
+                    continue
+                if self.agents.needs_network(step.agent) and not self._network_ok(run, step, wall):
+                    continue
+                self.agents.agent_id(step.agent)  # its row exists before any step row names it
+                need = self.agents.memory_of(step.agent)
+                if memory + need > self.limits.max_memory_usage:
+                    continue  # waits for memory held by running agents to be released
+                memory += need
+                st.status, st.attempt = "running", st.attempt + 1
+                st.started_at = st.started_at or iso(wall)
+                self._write_step(
+                    run,
+                    step.id,
+                    status="running",
+                    input=value,
+                    started_at=st.started_at,
+                    metrics={"step": step.id, "attempt": st.attempt},
+                )
+                starts.append((run, step, value))
+        return starts
+
+    def _skip_if_upstream_skipped(self, run: _Run, step: StepDefinition, wall: float) -> bool:
+        if not any(run.steps[n].status in ("skipped", "cancelled") for n in step.needs):
+            return False
+        run.steps[step.id].status = "skipped"
+        self._write_step(
+            run,
+            step.id,
+            status="skipped",
+            completed_at=iso(wall),
+            metrics={"step": step.id, "reason": "a step it needs was skipped"},
+        )
+        self._maybe_finish(run, wall)
+        return True
+
+    def _network_ok(self, run: _Run, step: StepDefinition, wall: float) -> bool:
+        mode = self.limits.offline_mode
+        if mode == "never" or (mode == "auto" and self.is_online()):
+            return True
+        if mode == "auto":
+            return False  # offline: the step waits for the link
+        st = run.steps[step.id]
+        st.attempt = step.retries + 1
+        self._step_failed(
+            run,
+            step,
+            st,
+            AgentError(
+                f"agent '{step.agent}' needs the network and runtime.offline_mode is "
+                "'always'; set offline_mode to auto or never to let it run"
+            ),
+            {"step": step.id},
+            wall,
+        )
+        return False
+
+    def _unplan(self, starts: list[tuple[_Run, StepDefinition, Any]]) -> None:
+        for run, step, _ in starts:
+            st = run.steps[step.id]
+            st.status, st.attempt = "pending", st.attempt - 1
+
+    def _dispatch(self, run: _Run, step: StepDefinition, value: Any, wall: float) -> None:
+        st = run.steps[step.id]
+        key = f"{run.id}:{step.id}"
+        context = {
+            "idempotency_key": key,
+            "execution_id": run.id,
+            "step": step.id,
+            "attempt": st.attempt,
+            "timeout": step.timeout,
+        }
+        agent = step.agent
+        handle: Handle
+        try:
+            self.agents.prepare(agent)
+        except EdgeError as exc:  # e.g. a model that no longer loads: the step fails, with why
+            handle = _Done(error=exc)
+        else:
+            handle = self.dispatcher.submit(lambda: self.agents.invoke(agent, value, context))
+        self._inflight[key] = _Inflight(
+            run, step, handle, self.agents.memory_of(agent), self.clock.monotonic()
+        )
+
+    def _context(self, run: _Run) -> dict[str, Any]:
+        return {
+            "input": run.input,
+            "steps": {
+                sid: {"output": st.output}
+                for sid, st in run.steps.items()
+                if st.status == "succeeded"
+            },
+        }
+
+    def _maybe_finish(self, run: _Run, wall: float) -> None:
+        if run.id not in self._runs:
+            return
+        if any(k.startswith(run.id + ":") for k in self._inflight):
+            return  # let steps in flight record their results first
+        if run.failed:
+            for sid, st in run.steps.items():
+                if st.status == "pending":
+                    st.status = "cancelled"
+                    self._write_step(run, sid, status="cancelled", completed_at=iso(wall))
+            error = {"step": run.failed, "message": run.steps[run.failed].error}
+            self._finish(run, "failed", {"error": error}, wall)
+            return
+        if all(st.status in FINISHED_STEP for st in run.steps.values()):
+            sinks = run.definition.sinks()
+            output = {s: run.steps[s].output for s in sinks if run.steps[s].status == "succeeded"}
+            self._finish(run, "succeeded", output, wall)
+
+    def _finish(self, run: _Run, status: str, output: Any, wall: float) -> None:
+        self._writes.append(
+            (
+                "workflow_executions",
+                run.id,
+                {"status": status, "output": output, "completed_at": iso(wall)},
+            )
+        )
+        del self._runs[run.id]
+
+    def _write_step(self, run: _Run, step_id: str, **changes: Any) -> None:
+        changes.setdefault("workflow_execution_id", run.id)
+        changes.setdefault("agent", run.definition.step(step_id).agent)
+        self._writes.append(("agent_executions", f"{run.id}:{step_id}", changes))
+
+    def _commit(self, extra: Callable[[], object] | None = None) -> None:
+        """Write every pending change in one transaction; on failure keep them for next time."""
+        writes, self._writes = self._writes, []
+        new_rows: list[str] = []
+        try:
+            with self.store.atomic():
+                for table, row_id, changes in writes:
+                    if table == "workflow_executions":
+                        self.store.executions.set(row_id, **changes)
+                        continue
+                    changes = dict(changes)
+                    agent_id = self.agents.agent_id(changes.pop("agent"))
+                    if row_id in self._step_rows:
+                        changes.pop("started_at", None)
+                        self.store.agent_executions.set(row_id, **changes)
+                    else:
+                        changes.setdefault("started_at", self._now())
+                        changes.setdefault("status", "pending")
+                        self.store.agent_executions.add(
+                            {"id": row_id, "agent_id": agent_id, **changes}
+                        )
+                        new_rows.append(row_id)
+                if extra is not None:
+                    extra()
+        except BaseException:
+            self._writes = writes + self._writes
+            raise
+        self._step_rows.update(new_rows)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """Whether any run is active or any step in flight."""
+        return bool(self._runs or self._inflight or self._writes)
+
+    def active_runs(self) -> list[str]:
+        """Ids of runs this engine is driving now."""
+        return list(self._runs)
+
+    def inflight(self) -> int:
+        """How many steps are running now."""
+        return len(self._inflight)
+
+    def next_wakeup(self) -> float | None:
+        """The wall time of the earliest retry, or None if nothing waits on time."""
+        times = [
+            st.retry_at
+            for run in self._runs.values()
+            for st in run.steps.values()
+            if st.status == "pending" and st.retry_at
+        ]
+        return min(times) if times else None
+
+    def _now(self) -> str:
+        return iso(self.clock.time())
