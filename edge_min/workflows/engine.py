@@ -19,7 +19,10 @@ how many concurrent runs amortise the cost of ``synchronous=FULL``.
 
 Execution statuses: ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``.
 Step statuses: ``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``, and
-``skipped`` (its ``when`` was false, or a step it needs was skipped).
+``skipped`` (its ``when`` was false, or a step it needs did not succeed and its ``when``
+does not name that step). A failed attempt is retried ``retries`` times after
+``retry_backoff * 2**(attempt-1)`` seconds (capped at ``retry_max_backoff``); the wait is
+stored, so a restart keeps it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, pa
 
 log = logging.getLogger("edge_min.engine")
 
+MAX_ROUNDS = 64  # rounds of collect/commit/start in one poll when calls finish inline
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 FINISHED_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
@@ -302,8 +306,21 @@ class Engine:
     # -- the loop ------------------------------------------------------------------------
 
     def poll(self, now: float | None = None) -> bool:
-        """Do every piece of work that is ready; returns whether anything changed."""
-        wall = self.clock.time() if now is None else now
+        """Do every piece of work that is ready; returns whether anything changed.
+
+        Calls that finish at once (inline dispatch) are collected in further rounds of the
+        same poll, up to ``MAX_ROUNDS`` so timed jobs are never starved.
+        """
+        changed = False
+        for _ in range(MAX_ROUNDS):
+            wall = self.clock.time() if now is None else now
+            progressed = self._round(wall)
+            changed |= progressed
+            if not progressed or not any(f.handle.done() for f in self._inflight.values()):
+                break
+        return changed
+
+    def _round(self, wall: float) -> bool:
         changed = self._collect(wall)
         changed |= self._admit()
         starts = self._plan_starts(wall)
@@ -359,7 +376,7 @@ class Engine:
         metrics["error"] = message
         st.error = message
         if st.attempt <= step.retries:
-            delay = min(step.retry_backoff * 2 ** (st.attempt - 1), step.retry_max_backoff)
+            delay = step.backoff_delay(st.attempt - 1)
             st.status, st.retry_at = "pending", wall + delay
             metrics["retry_at"] = st.retry_at
             self._write_step(run, step.id, status="pending", metrics=metrics)
@@ -442,15 +459,23 @@ class Engine:
         return starts
 
     def _skip_if_upstream_skipped(self, run: _Run, step: StepDefinition, wall: float) -> bool:
-        if not any(run.steps[n].status in ("skipped", "cancelled") for n in step.needs):
+        """Skip a step whose needed step did not succeed, unless its ``when`` decides.
+
+        As in CI systems: a step after a skipped, failed (``on_failure: continue``) or
+        cancelled step is skipped too; a step whose ``when`` names that step takes charge
+        itself (the missing output reads as null there), e.g. to alert on a failure.
+        """
+        unmet = {n for n in step.needs if run.steps[n].status != "succeeded"}
+        if not unmet or (step.when is not None and unmet <= step.when.references):
             return False
         run.steps[step.id].status = "skipped"
+        reasons = ", ".join(f"{n} {run.steps[n].status}" for n in sorted(unmet))
         self._write_step(
             run,
             step.id,
             status="skipped",
             completed_at=iso(wall),
-            metrics={"step": step.id, "reason": "a step it needs was skipped"},
+            metrics={"step": step.id, "reason": f"a step it needs did not succeed ({reasons})"},
         )
         self._maybe_finish(run, wall)
         return True
@@ -549,7 +574,7 @@ class Engine:
     def _commit(self, extra: Callable[[], object] | None = None) -> None:
         """Write every pending change in one transaction; on failure keep them for next time."""
         writes, self._writes = self._writes, []
-        new_rows: list[str] = []
+        new_rows: set[str] = set()
         try:
             with self.store.atomic():
                 for table, row_id, changes in writes:
@@ -558,7 +583,7 @@ class Engine:
                         continue
                     changes = dict(changes)
                     agent_id = self.agents.agent_id(changes.pop("agent"))
-                    if row_id in self._step_rows:
+                    if row_id in self._step_rows or row_id in new_rows:
                         changes.pop("started_at", None)
                         self.store.agent_executions.set(row_id, **changes)
                     else:
@@ -567,7 +592,7 @@ class Engine:
                         self.store.agent_executions.add(
                             {"id": row_id, "agent_id": agent_id, **changes}
                         )
-                        new_rows.append(row_id)
+                        new_rows.add(row_id)
                 if extra is not None:
                     extra()
         except BaseException:
