@@ -20,31 +20,39 @@ Users write YAML (or JSON)::
 
 ``parse_definition`` is the only door in: it checks every key and value and the graph (unknown
 needs, cycles, references to steps that are not ancestors) and reports every problem it finds in
-one ``WorkflowValidationError`` whose message names the step, the field and the fix. A step
+one ``WorkflowValidationError`` whose message names the step, the field and the fix (the checks
+themselves live in ``validation``; this module builds the model from what passes). A step
 without ``input`` receives the whole workflow input (``${input}``). ``to_json`` is the canonical
 form stored in ``workflows.definition``; parsing it back yields an equal definition.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import heapq
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from edge_min.errors import EdgeError, MissingDependency, WorkflowError, WorkflowValidationError
+from edge_min.errors import WorkflowError, WorkflowValidationError
 from edge_min.units import parse_duration
-from edge_min.workflows.expressions import (
-    Condition,
-    Reference,
-    Template,
-    compile_condition,
-    compile_template,
+from edge_min.workflows.conditions import Condition, compile_condition
+from edge_min.workflows.expressions import Template, compile_template
+from edge_min.workflows.validation import (
+    Problems,
+    check_keys,
+    check_needs,
+    check_references,
+    cron_problem,
+    load_document,
+    parse_name,
+    parse_needs,
+    parse_step_duration,
+    parse_version,
+    suggest,
 )
 
 __all__ = [
@@ -75,9 +83,6 @@ TRIGGER_KEYS = ("type", "every", "cron")
 DEFAULT_INPUT = "${input}"
 
 _STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-_CRON_FIELD = re.compile(r"[0-9*/,-]+\Z")
-_CRON_NAMED_FIELD = re.compile(r"[0-9A-Za-z*/,-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -291,102 +296,6 @@ def _has_type(value: Any, type_name: str) -> bool:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Problems:
-    """Collects (step, field, message) triples so one pass can report several problems."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[tuple[str | None, str | None, str]] = []
-
-    def add(self, message: str, step: str | None = None, field: str | None = None) -> None:
-        self.items.append((step, field, message))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        errors = []
-        for step, fld, message in self.items:
-            err = WorkflowValidationError(message, step=step, field=fld)
-            _prefix(err, f"{self.source}: ")
-            errors.append(err)
-        if len(errors) == 1:
-            first = errors[0]
-            first.errors = errors  # type: ignore[attr-defined]
-            raise first
-        lines = "\n".join(f"  - {e.message[len(self.source) + 2 :]}" for e in errors)
-        combined = WorkflowValidationError(f"{len(errors)} problems in the workflow:\n{lines}")
-        _prefix(combined, f"{self.source}: ")
-        combined.step, combined.field = errors[0].step, errors[0].field
-        combined.errors = errors  # type: ignore[attr-defined]
-        raise combined
-
-
-def _prefix(err: EdgeError, prefix: str) -> None:
-    err.message = prefix + err.message
-    err.args = (err.message,)
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
-def _check_keys(
-    mapping: Mapping[Any, Any],
-    allowed: tuple[str, ...],
-    problems: _Problems,
-    step: str | None,
-    what: str,
-) -> None:
-    for key in mapping:
-        if key not in allowed:
-            problems.add(
-                f"unknown {what} key '{key}'{_suggest(str(key), allowed)} "
-                f"(allowed: {', '.join(allowed)})",
-                step=step,
-            )
-
-
-def _load(data: str | bytes | Mapping[str, Any], source: str) -> Any:
-    """A mapping from YAML text, JSON text or a mapping."""
-    if isinstance(data, Mapping):
-        return data
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    if not isinstance(data, str):
-        raise WorkflowValidationError(
-            f"{source}: a workflow definition is YAML text, JSON text or a mapping, "
-            f"not a {type(data).__name__}"
-        )
-    json_error: json.JSONDecodeError | None = None
-    if data.lstrip().startswith("{"):
-        try:
-            return json.loads(data)
-        except json.JSONDecodeError as exc:
-            json_error = exc  # may still be a YAML flow mapping: try YAML before reporting
-    try:
-        import yaml
-    except ImportError:
-        if json_error is not None:
-            raise _json_problem(json_error, source) from None
-        raise MissingDependency("yaml", "yaml", "Reading a YAML workflow definition") from None
-    try:
-        return yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        if json_error is not None:
-            raise _json_problem(json_error, source) from None
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise WorkflowValidationError(f"{source}: not valid YAML{where}: {problem}") from None
-
-
-def _json_problem(exc: json.JSONDecodeError, source: str) -> WorkflowValidationError:
-    return WorkflowValidationError(
-        f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-    )
-
-
 def parse_definition(
     data: str | bytes | Mapping[str, Any],
     *,
@@ -397,16 +306,16 @@ def parse_definition(
 
     Raises WorkflowValidationError listing every problem found (``.errors`` holds each one).
     """
-    raw = _load(data, source)
+    raw = load_document(data, source)
     if not isinstance(raw, Mapping):
         raise WorkflowValidationError(
             f"{source}: a workflow definition must be a mapping with name, version and steps; "
             f"got {type(raw).__name__}"
         )
-    problems = _Problems(source)
-    _check_keys(raw, TOP_KEYS, problems, None, "workflow")
-    name = _parse_name(raw, problems)
-    version = _parse_version(raw, problems)
+    problems = Problems(source)
+    check_keys(raw, TOP_KEYS, problems, None, "workflow")
+    name = parse_name(raw, problems)
+    version = parse_version(raw, problems)
     description = raw.get("description") or ""
     if not isinstance(description, str):
         problems.add("must be text", field="description")
@@ -415,7 +324,9 @@ def parse_definition(
     input_schema = _parse_input_schema(raw.get("input_schema"), problems)
     steps = _parse_steps(raw, problems, known_agents)
     problems.raise_if_any()
-    _check_graph(steps, problems)
+    check_needs(steps, problems)
+    problems.raise_if_any()
+    check_references(steps, _ancestors(steps), problems)
     problems.raise_if_any()
     return WorkflowDefinition(
         name=name,
@@ -427,36 +338,7 @@ def parse_definition(
     )
 
 
-def _parse_name(raw: Mapping[str, Any], problems: _Problems) -> str:
-    name = raw.get("name")
-    if name is None:
-        problems.add("is missing; add e.g. name: feedback-triage", field="name")
-        return ""
-    if not isinstance(name, str) or not _NAME.match(name):
-        problems.add(
-            f"{name!r} is not a valid workflow name; use letters, digits, '.', '_' and '-' "
-            "(starting with a letter or digit, at most 128 characters)",
-            field="name",
-        )
-        return ""
-    return name
-
-
-def _parse_version(raw: Mapping[str, Any], problems: _Problems) -> str:
-    version = raw.get("version")
-    if version is None:
-        problems.add("is missing; add e.g. version: 1.0.0", field="version")
-        return ""
-    if isinstance(version, bool) or not isinstance(version, str | int | float):
-        problems.add(f"{version!r} is not a version; write e.g. version: 1.0.0", field="version")
-        return ""
-    text = str(version).strip()
-    if not text:
-        problems.add("is empty; write e.g. version: 1.0.0", field="version")
-    return text
-
-
-def _parse_trigger(value: Any, problems: _Problems) -> Trigger:
+def _parse_trigger(value: Any, problems: Problems) -> Trigger:
     if value is None:
         return Trigger()
     if isinstance(value, str):
@@ -468,10 +350,10 @@ def _parse_trigger(value: Any, problems: _Problems) -> Trigger:
             field="trigger",
         )
         return Trigger()
-    _check_keys(value, TRIGGER_KEYS, problems, None, "trigger")
+    check_keys(value, TRIGGER_KEYS, problems, None, "trigger")
     kind = value.get("type")
     if kind not in TRIGGER_TYPES:
-        hint = _suggest(str(kind), TRIGGER_TYPES) if kind is not None else ""
+        hint = suggest(str(kind), TRIGGER_TYPES) if kind is not None else ""
         problems.add(
             f"type {kind!r} is not one of {', '.join(TRIGGER_TYPES)}{hint}", field="trigger"
         )
@@ -498,44 +380,14 @@ def _parse_trigger(value: Any, problems: _Problems) -> Trigger:
                 "a cron trigger needs 'cron' text, e.g. cron: '*/5 * * * *'", field="trigger"
             )
             return Trigger()
-        why = _cron_problem(cron)
+        why = cron_problem(cron)
         if why:
             problems.add(f"cron {cron!r}: {why}", field="trigger")
         return Trigger("cron", cron=" ".join(cron.split()))
     return Trigger()
 
 
-def _cron_problem(text: str) -> str | None:
-    """Why ``text`` is not a cron expression, or None if it is."""
-    try:
-        # The scheduler owns the real cron grammar (ranges, names, @daily); defer to it when
-        # it can be imported, and fall back to checking the shape where it cannot.
-        from edge_min.scheduler.cron import CronExpr
-    except ImportError:
-        return _cron_shape_problem(text)
-    try:
-        CronExpr.parse(text)
-    except (EdgeError, ValueError) as exc:
-        return getattr(exc, "message", None) or str(exc)
-    return None
-
-
-def _cron_shape_problem(text: str) -> str | None:
-    """Why ``text`` does not look like 5 cron fields, or None if it does."""
-    fields = text.split()
-    if len(fields) != 5:
-        return (
-            f"has {len(fields)} fields; write 5 (minute hour day-of-month month day-of-week), "
-            "e.g. '*/5 * * * *'"
-        )
-    for i, part in enumerate(fields):
-        pattern = _CRON_NAMED_FIELD if i >= 3 else _CRON_FIELD
-        if not pattern.match(part):
-            return f"field {i + 1} {part!r} may use only digits, '*', '/', ',' and '-'"
-    return None
-
-
-def _parse_input_schema(value: Any, problems: _Problems) -> dict[str, str] | None:
+def _parse_input_schema(value: Any, problems: Problems) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -546,7 +398,7 @@ def _parse_input_schema(value: Any, problems: _Problems) -> dict[str, str] | Non
         if type_name not in INPUT_TYPES:
             problems.add(
                 f"type {type_name!r} for key '{key}' is not one of {', '.join(INPUT_TYPES)}"
-                f"{_suggest(str(type_name), INPUT_TYPES)}",
+                f"{suggest(str(type_name), INPUT_TYPES)}",
                 field="input_schema",
             )
             continue
@@ -555,7 +407,7 @@ def _parse_input_schema(value: Any, problems: _Problems) -> dict[str, str] | Non
 
 
 def _parse_steps(
-    raw: Mapping[str, Any], problems: _Problems, known_agents: Collection[str] | None
+    raw: Mapping[str, Any], problems: Problems, known_agents: Collection[str] | None
 ) -> list[StepDefinition]:
     steps_raw = raw.get("steps")
     if steps_raw is None:
@@ -573,7 +425,7 @@ def _parse_steps(
 
 
 def _parse_step(
-    item: Any, position: int, problems: _Problems, known_agents: Collection[str] | None
+    item: Any, position: int, problems: Problems, known_agents: Collection[str] | None
 ) -> StepDefinition | None:
     label = f"#{position}"
     if not isinstance(item, Mapping):
@@ -592,18 +444,18 @@ def _parse_step(
     else:
         label = step_id
     before = len(problems.items)
-    _check_keys(item, STEP_KEYS, problems, label, "step")
+    check_keys(item, STEP_KEYS, problems, label, "step")
     agent = item.get("agent")
     if not isinstance(agent, str) or not agent.strip():
         problems.add("is missing; name the agent this step calls", step=label, field="agent")
     elif known_agents is not None and agent not in known_agents:
         problems.add(
-            f"agent '{agent}' is not installed{_suggest(agent, known_agents)}; add it first or "
+            f"agent '{agent}' is not installed{suggest(agent, known_agents)}; add it first or "
             "fix the name",
             step=label,
             field="agent",
         )
-    needs = _parse_needs(item.get("needs"), label, problems)
+    needs = parse_needs(item.get("needs"), label, problems)
     when = None
     when_raw = item.get("when")
     if isinstance(when_raw, bool):
@@ -618,7 +470,7 @@ def _parse_step(
         input_template = compile_template(item.get("input", DEFAULT_INPUT))
     except WorkflowValidationError as exc:
         problems.add(exc.message, step=label, field="input")
-    timeout = _duration(item.get("timeout"), label, "timeout", problems, positive=True)
+    timeout = parse_step_duration(item.get("timeout"), label, "timeout", problems, positive=True)
     retries = item.get("retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         problems.add(
@@ -626,14 +478,14 @@ def _parse_step(
             step=label,
             field="retries",
         )
-    backoff = _duration(item.get("retry_backoff", 1.0), label, "retry_backoff", problems)
-    max_backoff = _duration(
+    backoff = parse_step_duration(item.get("retry_backoff", 1.0), label, "retry_backoff", problems)
+    max_backoff = parse_step_duration(
         item.get("retry_max_backoff", 60.0), label, "retry_max_backoff", problems
     )
     on_failure = item.get("on_failure", "fail")
     if on_failure not in ON_FAILURE:
         problems.add(
-            f"{on_failure!r} is not one of fail, continue{_suggest(str(on_failure), ON_FAILURE)}",
+            f"{on_failure!r} is not one of fail, continue{suggest(str(on_failure), ON_FAILURE)}",
             step=label,
             field="on_failure",
         )
@@ -653,152 +505,9 @@ def _parse_step(
     )
 
 
-def _parse_needs(value: Any, label: str, problems: _Problems) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-        problems.add(
-            f"{value!r} must be a list of step ids, e.g. needs: [classify]",
-            step=label,
-            field="needs",
-        )
-        return ()
-    return tuple(dict.fromkeys(value))  # a repeated need means nothing more; keep the first
-
-
-def _duration(
-    value: Any, label: str, name: str, problems: _Problems, *, positive: bool = False
-) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        problems.add(f"{exc}", step=label, field=name)
-        return None
-    if positive and seconds <= 0:
-        problems.add(
-            f"{value!r} must be longer than 0 seconds; use e.g. 10s, or remove it for no limit",
-            step=label,
-            field=name,
-        )
-        return None
-    return seconds
-
-
-def _check_graph(steps: list[StepDefinition], problems: _Problems) -> None:
-    """Duplicate ids, unknown needs, cycles, then references that are not ancestors."""
-    ids = [s.id for s in steps]
-    seen: dict[str, int] = {}
-    for pos, sid in enumerate(ids, start=1):
-        if sid in seen:
-            problems.add(
-                f"id '{sid}' is used by steps #{seen[sid]} and #{pos}; give each step its own id",
-                step=sid,
-                field="id",
-            )
-        else:
-            seen[sid] = pos
-    known = set(ids)
-    for s in steps:
-        for need in s.needs:
-            if need == s.id:
-                problems.add(f"the step needs itself; remove '{need}'", step=s.id, field="needs")
-            elif need not in known:
-                problems.add(
-                    f"'{need}' is not a step in this workflow{_suggest(need, ids)}",
-                    step=s.id,
-                    field="needs",
-                )
-    if problems.items:
-        return
-    for cycle in _find_cycles(steps):
-        path = " -> ".join(cycle)
-        problems.add(
-            f"the needs form a cycle: {path}; remove one of these needs",
-            step=cycle[0],
-            field="needs",
-        )
-    if problems.items:
-        return
+def _ancestors(steps: list[StepDefinition]) -> dict[str, set[str]]:
+    """Each step's needs, direct and transitive; the needs must already form a DAG."""
     ancestors: dict[str, set[str]] = {}
     for s in WorkflowDefinition("check", "0", tuple(steps)).topological_order():
         ancestors[s.id] = set(s.needs).union(*(ancestors[n] for n in s.needs))
-    for s in steps:
-        checks: list[tuple[str, tuple[Reference, ...]]] = [("input", s.input.refs)]
-        if s.when is not None:
-            checks.append(("when", s.when.refs))
-        for fld, refs in checks:
-            for ref in refs:
-                _check_reference(s, fld, ref, known, ids, ancestors[s.id], problems)
-
-
-def _check_reference(
-    step: StepDefinition,
-    fld: str,
-    ref: Reference,
-    known: set[str],
-    ids: list[str],
-    ancestors: set[str],
-    problems: _Problems,
-) -> None:
-    target = ref.step
-    if target is None or target in ancestors:
-        return
-    if target == step.id:
-        problems.add(
-            f"{ref} refers to the step's own output, which does not exist yet; "
-            "use ${input} or an earlier step",
-            step=step.id,
-            field=fld,
-        )
-    elif target not in known:
-        problems.add(
-            f"{ref} names no step of this workflow{_suggest(target, ids)}",
-            step=step.id,
-            field=fld,
-        )
-    else:
-        problems.add(
-            f"{ref} reads step '{target}', which is not among this step's needs (directly or "
-            f"transitively), so it may not have run; add '{target}' to needs",
-            step=step.id,
-            field=fld,
-        )
-
-
-def _find_cycles(steps: list[StepDefinition]) -> list[list[str]]:
-    """Each distinct cycle once, as a path that returns to its start (a -> b -> a)."""
-    graph = {s.id: s.needs for s in steps}
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(graph, white)
-    stack: list[str] = []
-    cycles: list[list[str]] = []
-    seen: set[frozenset[str]] = set()
-
-    for root in graph:
-        if color[root] != white:
-            continue
-        # Iterative so a long chain of steps cannot hit Python's recursion limit.
-        color[root] = grey
-        stack.append(root)
-        pending = [iter(graph[root])]
-        while pending:
-            nxt = next(pending[-1], None)
-            if nxt is None:
-                pending.pop()
-                color[stack.pop()] = black
-            elif color[nxt] == grey:
-                cycle = [*stack[stack.index(nxt) :], nxt]
-                key = frozenset(cycle)
-                if key not in seen:
-                    seen.add(key)
-                    # Shown in the direction work flows: each step before the step needing it.
-                    cycles.append(cycle[::-1])
-            elif color[nxt] == white:
-                color[nxt] = grey
-                stack.append(nxt)
-                pending.append(iter(graph[nxt]))
-    return cycles
+    return ancestors
