@@ -382,7 +382,7 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
         row = runtime.store.agents.get_by_name(args.name)
         if row is None:
             raise UsageError(f"no agent named {args.name!r}; list them with `edge-min agent list`")
-        _print_json({**row, "config": json.loads(row["config"])})
+        _print_json(row)
     finally:
         runtime.close()
     return 0

@@ -219,7 +219,7 @@ class Runtime:
         """Give each interval or cron workflow a job that queues its runs; drop stale ones."""
         wanted: dict[str, tuple[str, Any]] = {}
         for row in self.store.workflows.list():
-            definition = self.engine.definition(row["id"], row["definition"])
+            definition = self.engine.definition(row)
             trig = definition.trigger
             if trig.type in ("interval", "cron"):
                 wanted[definition.name] = (definition.digest(), trig)

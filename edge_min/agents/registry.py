@@ -9,7 +9,7 @@ targets without subprocesses.
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,16 +50,20 @@ class AgentRegistry:
         if config.name in BUILTINS:
             raise AgentError(f"agent name '{config.name}' is a builtin; choose another name")
         validate_agent(config, self._get_platform())
-        text = json.dumps(config.to_dict(), sort_keys=True)
+        stored = config.to_dict()
         row = self.store.agents.get_by_name(config.name)
         if row:
             row = self.store.agents.update(
-                row["id"], config=text, version=config.version, type=config.type
+                row["id"], config=stored, version=config.version, type=config.type
             )
         else:
             row = self.store.agents.create(
-                name=config.name, type=config.type, config=text, version=config.version
+                name=config.name, type=config.type, config=stored, version=config.version
             )
+        # Where the config file was: relative model paths and python entry modules are found
+        # beside it. Kept apart from agents.config so that column stays the agent's config.
+        if config.source and not str(config.source).startswith("<"):
+            self.store.meta.set(f"agent.source.{config.name}", os.path.abspath(config.source))
         old = self._executors.pop(config.name, None)
         self._configs[config.name] = config
         self._ids[config.name] = row["id"]
@@ -84,7 +88,12 @@ class AgentRegistry:
             raise NotFound(
                 f"no agent named {name!r} (known: {known}); add it with `edge-min agent add FILE`"
             )
-        config = parse_agent_config(json.loads(row["config"]), source=f"agent {name}")
+        source = self.store.meta.get(f"agent.source.{name}")
+        config = parse_agent_config(
+            row["config"],
+            source=source or f"<agent {name}>",
+            base_dir=os.path.dirname(source) if source else None,
+        )
         self._configs[name] = config
         self._ids[name] = row["id"]
         return config
@@ -100,7 +109,7 @@ class AgentRegistry:
                 row = self.store.agents.create(
                     name=name,
                     type="builtin",
-                    config=json.dumps({"executor": "builtin"}),
+                    config={"executor": "builtin"},
                     version="1",
                 )
             self._ids[name] = row["id"]

@@ -184,7 +184,7 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
         row = reads.store.agents.get_by_name(request.params["name"])
         if row is None:
             raise ApiError(404, "not_found", f"no agent named {request.params['name']!r}")
-        return {**row, "config": json.loads(row["config"])}
+        return dict(row)
 
     r.add("GET", "/health", health, permission="read")
     r.add("GET", "/status", status, permission="read")

@@ -146,10 +146,16 @@ class CgroupCpu:
 
     def _sweep(self) -> None:
         # Empty worker cgroups left by a runtime that was killed; busy ones refuse rmdir.
+        # Only those whose creating process (the pid in the name) is gone: a live runtime's
+        # fresh cgroup is empty for a moment before its worker joins it.
         for entry in os.scandir(self.parent):
-            if entry.is_dir() and entry.name.startswith("w-"):
-                with contextlib.suppress(OSError):
-                    os.rmdir(entry.path)
+            if not (entry.is_dir() and entry.name.startswith("w-")):
+                continue
+            owner = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 3 else ""
+            if owner.isdigit() and _alive(int(owner)):
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
 
     def create(self, name: str, max_cpu: float) -> str:
         """A new child cgroup limited to ``max_cpu`` cores; returns its directory."""
@@ -184,6 +190,17 @@ class CgroupCpu:
                 return
             except OSError:
                 time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_pid(pid: int) -> None:

@@ -184,7 +184,7 @@ class Engine:
         self._runs: dict[str, _Run] = {}
         self._inflight: dict[str, _Inflight] = {}  # keyed by step row id
         self._writes: list[tuple[str, str, dict[str, Any]]] = []  # (table, id, changes) to commit
-        self._definitions: dict[str, WorkflowDefinition] = {}
+        self._definitions: dict[tuple[str, str], WorkflowDefinition] = {}
         self._step_rows: set[str] = set()  # agent_executions rows known to exist
 
     # -- workflows and submissions -------------------------------------------------------
@@ -192,28 +192,27 @@ class Engine:
     def add_workflow(self, source: Any, *, origin: str = "<string>") -> dict[str, Any]:
         """Validate a definition (YAML, JSON or mapping) against known agents and store it."""
         definition = parse_definition(source, source=origin, known_agents=self.agents.names())
-        text = definition.to_json()
+        stored = definition.to_dict()
         existing = self.store.workflows.get_by_name(definition.name)
         if existing:
             return dict(
                 self.store.workflows.update(
-                    existing["id"], definition=text, version=definition.version
+                    existing["id"], definition=stored, version=definition.version
                 )
             )
         return dict(
             self.store.workflows.create(
-                name=definition.name, definition=text, version=definition.version
+                name=definition.name, definition=stored, version=definition.version
             )
         )
 
-    def definition(self, workflow_id: str, text: str) -> WorkflowDefinition:
-        """The parsed definition of a stored workflow (cached by id and text)."""
-        key = workflow_id + "\0" + text
+    def definition(self, row: Mapping[str, Any]) -> WorkflowDefinition:
+        """The parsed definition of a stored workflow row (cached until the row changes)."""
+        key = (row["id"], row["updated_at"])
         found = self._definitions.get(key)
         if found is None:
-            found = self._definitions[key] = parse_definition(
-                text, source=f"workflow {workflow_id}"
-            )
+            found = parse_definition(row["definition"], source=f"workflow {row['name']}")
+            self._definitions[key] = found
         return found
 
     def submit(self, workflow_name: str, value: Any = None) -> str:
@@ -222,7 +221,7 @@ class Engine:
         if row is None:
             known = ", ".join(sorted(w["name"] for w in self.store.workflows.list())) or "none"
             raise NotFound(f"no workflow named {workflow_name!r} (known: {known})")
-        self._check_fits(self.definition(row["id"], row["definition"]))
+        self._check_fits(self.definition(row))
         execution_id = uuid.uuid4().hex
         self.store.executions.create(
             id=execution_id, workflow_id=row["id"], status="queued", input=value
@@ -278,7 +277,7 @@ class Engine:
         run = _Run(
             id=row["id"],
             workflow_id=row["workflow_id"],
-            definition=self.definition(wf["id"], wf["definition"]),
+            definition=self.definition(wf),
             input=row.get("input"),
         )
         run.steps = {s.id: _Step() for s in run.definition.steps}

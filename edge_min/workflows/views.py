@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from edge_min.errors import NotFound
@@ -18,7 +17,7 @@ def workflow_view(row: dict[str, Any], *, full: bool) -> dict[str, Any]:
         "sync_status": row["sync_status"],
     }
     if full:
-        view["definition"] = json.loads(row["definition"])
+        view["definition"] = row["definition"]
     return view
 
 

@@ -208,5 +208,6 @@ def test_an_agent_without_needs_network_gets_no_network(
     online = make_executor(
         make_agent("online", entry="py_agents:try_network", needs_network=True), platform, tmp_path
     )
-    online.invoke(None, ctx())
+    said_online = online.invoke(None, ctx())
     assert "network" not in online.last_result.applied  # type: ignore[attr-defined]
+    assert "refused" in said_online.lower(), said_online
