@@ -27,6 +27,8 @@ from edge_min.errors import EdgeError
 log = logging.getLogger("edge_min.runtime")
 
 DEFAULT_DATA_DIR = "edge-data"
+LINK_PROBE_SECONDS = 30.0  # how often offline_mode auto re-checks the link to central
+LINK_PROBE_TIMEOUT = 3.0
 QUEUE_POLL_SECONDS = 1.0  # how soon a run queued by another process (the CLI) is noticed
 TRIGGER_REFRESH_SECONDS = 5.0  # how soon a workflow added by another process gets its trigger
 
@@ -116,6 +118,8 @@ class Runtime:
         self._calls: deque[tuple[Callable[[], Any], Any]] = deque()
         self.wake: Callable[[], object] = lambda: None
         self.threaded = dispatcher is not None
+        # Whether central answered the last link probe; offline_mode decides what it means.
+        self.online = config.runtime.offline_mode != "always"
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class Runtime:
             dispatcher=self._dispatcher,
             clock=self.clock,
             limits=Limits(rt.max_concurrent_workflows, rt.max_memory_usage, rt.offline_mode),
+            is_online=lambda: self.online,
         )
         resumed = self.engine.recover()
         if resumed:
@@ -214,6 +219,28 @@ class Runtime:
         self.scheduler.add_interval(
             "workflows.refresh_triggers", TRIGGER_REFRESH_SECONDS, self.refresh_triggers
         )
+        if self.config.runtime.offline_mode == "auto":
+            self.probe_link()
+            self.scheduler.add_interval("network.probe_link", LINK_PROBE_SECONDS, self.probe_link)
+
+    def probe_link(self) -> bool:
+        """Check whether central (sync.central_url) is reachable; sets ``online``."""
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.config.sync.central_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        platform = self.platform
+        if platform is None:
+            from edge_min.platform import get_platform
+
+            platform = self.platform = get_platform()
+        was, self.online = (
+            self.online,
+            platform.can_reach(url.hostname or "127.0.0.1", port, LINK_PROBE_TIMEOUT),
+        )
+        if was != self.online:
+            log.info("link to central %s is %s", url.netloc, "up" if self.online else "down")
+        return self.online
 
     def refresh_triggers(self) -> None:
         """Give each interval or cron workflow a job that queues its runs; drop stale ones."""

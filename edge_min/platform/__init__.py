@@ -166,6 +166,10 @@ class Platform(Protocol):
         """Usage of the filesystem holding ``path``; may raise ``NotImplementedError``."""
         ...
 
+    def can_reach(self, host: str, port: int, timeout: float) -> bool:
+        """Whether a TCP connection to host:port opens within ``timeout`` (the link probe)."""
+        ...
+
 
 _current: Platform | None = None
 

@@ -82,3 +82,7 @@ class InProcessPlatform:
     def disk_usage(self, path: str) -> DiskUsage:
         """Not available without a host OS view."""
         raise NotImplementedError("disk_usage is not available on the in-process platform")
+
+    def can_reach(self, host: str, port: int, timeout: float) -> bool:
+        """No sockets here: the host page (or its shim) tells us; assume the link is up."""
+        return True

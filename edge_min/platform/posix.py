@@ -517,3 +517,13 @@ class PosixPlatform:
         """Usage of the filesystem holding ``path``."""
         usage = shutil.disk_usage(path)
         return DiskUsage(total=usage.total, used=usage.used, free=usage.free)
+
+    def can_reach(self, host: str, port: int, timeout: float) -> bool:
+        """Whether a TCP connection to host:port opens within ``timeout``."""
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError:
+            return False
+        return True
