@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import http.client
+import http.client as http_client
 import random
 import sqlite3
 import threading
@@ -50,7 +50,7 @@ def test_kill9_during_writes_keeps_every_acknowledged_row(
                     status, body = http(
                         "POST", rp.url + "/workflows/churn/run", {"n": n}, timeout=5
                     )
-                except (OSError, http.client.HTTPException):  # the kill cut the reply
+                except (OSError, http_client.HTTPException):  # the kill cut the reply
                     return
                 if status == 202:
                     acked.append(body["execution_id"])
