@@ -258,8 +258,8 @@ class Runtime:
             if name in self._trigger_jobs:
                 continue
 
-            def fire(name: str = name, kind: str = trig.type) -> None:
-                execution_id = self.engine.submit(name, {"trigger": kind})
+            def fire(name: str = name, value: Any = trig.input) -> None:
+                execution_id = self.engine.submit(name, value)
                 log.info("trigger queued %s run %s", name, execution_id)
 
             job = f"trigger:{name}"

@@ -79,7 +79,7 @@ STEP_KEYS = (
     "retry_max_backoff",
     "on_failure",
 )
-TRIGGER_KEYS = ("type", "every", "cron")
+TRIGGER_KEYS = ("type", "every", "cron", "input")
 DEFAULT_INPUT = "${input}"
 
 _STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
@@ -92,6 +92,7 @@ class Trigger:
     type: str = "manual"
     every: float | None = None
     cron: str | None = None
+    input: Any = None  # the input of runs this trigger starts (JSON-like)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical mapping form."""
@@ -100,6 +101,8 @@ class Trigger:
             out["every"] = self.every
         elif self.type == "cron":
             out["cron"] = self.cron
+        if self.input is not None:
+            out["input"] = self.input
         return out
 
 
@@ -372,7 +375,7 @@ def _parse_trigger(value: Any, problems: Problems) -> Trigger:
             return Trigger()
         if every <= 0:
             problems.add("every must be longer than 0 seconds, e.g. every: 60s", field="trigger")
-        return Trigger("interval", every=every)
+        return Trigger("interval", every=every, input=value.get("input"))
     if kind == "cron":
         cron = value.get("cron")
         if not isinstance(cron, str) or not cron.strip():
@@ -383,7 +386,7 @@ def _parse_trigger(value: Any, problems: Problems) -> Trigger:
         why = cron_problem(cron)
         if why:
             problems.add(f"cron {cron!r}: {why}", field="trigger")
-        return Trigger("cron", cron=" ".join(cron.split()))
+        return Trigger("cron", cron=" ".join(cron.split()), input=value.get("input"))
     return Trigger()
 
 

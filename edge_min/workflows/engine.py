@@ -221,7 +221,9 @@ class Engine:
         if row is None:
             known = ", ".join(sorted(w["name"] for w in self.store.workflows.list())) or "none"
             raise NotFound(f"no workflow named {workflow_name!r} (known: {known})")
-        self._check_fits(self.definition(row))
+        definition = self.definition(row)
+        self._check_fits(definition)
+        definition.validate_input(value)
         execution_id = uuid.uuid4().hex
         self.store.executions.create(
             id=execution_id, workflow_id=row["id"], status="queued", input=value

@@ -61,7 +61,8 @@ def test_interval_and_cron_triggers_queue_runs(tmp_path: Path) -> None:
     clock = VirtualClock()
     rt = make_runtime(tmp_path, clock, runtime={"offline_mode": "never"}).open()
     rt.engine.add_workflow(
-        "name: tick\nversion: '1'\ntrigger: {type: interval, every: 60s}\n"
+        "name: tick\nversion: '1'\ninput_schema: {device: string}\n"
+        "trigger: {type: interval, every: 60s, input: {device: pump-1}}\n"
         "steps: [{id: s, agent: noop}]\n"
     )
     rt.engine.add_workflow(
@@ -74,6 +75,8 @@ def test_interval_and_cron_triggers_queue_runs(tmp_path: Path) -> None:
     names = {w["id"]: w["name"] for w in rt.store.workflows.list()}
     for e in rt.store.executions.list():
         assert e["status"] == "succeeded"
+        if names[e["workflow_id"]] == "tick":
+            assert e["input"] == {"device": "pump-1"}  # the trigger's input
         by_name[names[e["workflow_id"]]] = by_name.get(names[e["workflow_id"]], 0) + 1
     assert by_name == {"tick": 10, "five": 2}
     rt.close()

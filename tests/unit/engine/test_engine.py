@@ -487,3 +487,16 @@ def test_lock_contention_delays_a_run_and_never_fails_it(
     drive(engine, clock)
     assert store.executions.get(run)["status"] == "succeeded"
     store.close()
+
+
+def test_input_schema_is_checked_at_submit(
+    store: Store, agents: Agents, clock: VirtualClock
+) -> None:
+    engine = make_engine(store, agents, clock)
+    engine.add_workflow(
+        "name: typed\nversion: '1'\ninput_schema: {device: string}\nsteps: [{id: s, agent: noop}]\n"
+    )
+    with pytest.raises(WorkflowError, match="needs input key 'device' \\(string\\)"):
+        engine.submit("typed", {"dev": "x"})
+    assert store.backend.count("workflow_executions") == 0
+    engine.submit("typed", {"device": "pump-1"})
