@@ -154,8 +154,9 @@ class CgroupCpu:
             owner = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 3 else ""
             if owner.isdigit() and _alive(int(owner)):
                 continue
+            # Its runtime is gone: kill any worker it left behind, then remove the cgroup.
             with contextlib.suppress(OSError):
-                os.rmdir(entry.path)
+                self.remove(entry.path)
 
     def create(self, name: str, max_cpu: float) -> str:
         """A new child cgroup limited to ``max_cpu`` cores; returns its directory."""
@@ -428,6 +429,7 @@ class PosixPlatform:
             "max_memory": spec.max_memory,
             "max_storage": spec.max_storage,
             "needs_network": spec.needs_network,
+            "parent_pid": os.getpid(),
         }
         mode = "none"
         cgroup, cgroup_path = None, None

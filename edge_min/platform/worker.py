@@ -104,11 +104,37 @@ def isolate_network() -> str:
     return "userns"
 
 
+def die_with_parent(parent_pid: int | None) -> bool:
+    """Ask Linux to SIGKILL this worker when the runtime that started it dies.
+
+    A worker orphaned by a kill -9 of its runtime must not go on producing side effects
+    while the restarted runtime runs the same step again. PR_SET_PDEATHSIG survives exec, so
+    command agents inherit it. If the runtime is already gone, exit at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(125)  # the runtime died before we could watch it
+    return True
+
+
 def apply_limits(config: dict[str, Any]) -> dict[str, Any]:
     """Join the cgroup, isolate the network, set nice and rlimits; what was applied."""
     import resource
 
     applied: dict[str, Any] = {}
+    if die_with_parent(config.get("parent_pid")):
+        applied["die_with_parent"] = True
     procs = config.get("cgroup_procs")
     if procs:
         with open(procs, "w") as fh:

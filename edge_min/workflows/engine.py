@@ -339,6 +339,8 @@ class Engine:
 
     def _collect(self, wall: float) -> bool:
         done = [key for key, f in self._inflight.items() if f.handle.done()]
+        # completed_at is stamped after the calls are seen finished, never before.
+        wall = max(wall, self.clock.time())
         for key in done:
             f = self._inflight.pop(key)
             st = f.run.steps[f.step.id]

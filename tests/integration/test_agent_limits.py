@@ -211,3 +211,45 @@ def test_an_agent_without_needs_network_gets_no_network(
     said_online = online.invoke(None, ctx())
     assert "network" not in online.last_result.applied  # type: ignore[attr-defined]
     assert "refused" in said_online.lower(), said_online
+
+
+def test_a_worker_dies_with_the_runtime_that_started_it(tmp_path: Path) -> None:
+    """kill -9 of the runtime must not leave its agent running (and producing side effects)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "alive.txt"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\n"
+        "from edge_min.platform.posix import PosixPlatform\n"
+        "from edge_min.platform import WorkerSpec\n"
+        f"spec = WorkerSpec(name='orphan', work_dir={str(tmp_path / 'w')!r},\n"
+        f"    argv=('/bin/sh', '-c', 'while true; do date +%s.%N >> {marker}; sleep 0.05; done'),\n"
+        "    timeout=60)\n"
+        "h = PosixPlatform().spawn_worker(spec)\n"
+        "print(h.pid, flush=True)\n"
+        "h.wait()\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker_pid = int(parent.stdout.readline())
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the worker never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    time.sleep(0.5)
+    size = marker.stat().st_size
+    time.sleep(0.5)
+    assert marker.stat().st_size == size, "the orphaned worker kept writing"
+    try:
+        os.kill(worker_pid, 0)
+        gone = False
+    except ProcessLookupError:
+        gone = True
+    assert gone or Path(f"/proc/{worker_pid}/stat").read_text().split()[2] == "Z"
