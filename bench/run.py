@@ -1,0 +1,180 @@
+"""``make bench``: every benchmark area, one markdown table, also written to docs/benchmarks.md.
+
+Run ``python bench/run.py`` (``--no-write`` to leave the docs alone, ``--profile`` to also
+print a cProfile of the engine on memory storage). Benchmarks are measurements, not tests:
+a missed goal is printed as ``no`` and the exit status stays 0; only an area that crashed
+makes it 1 (its row then says why).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import cast
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_engine
+import bench_scheduler
+import bench_store
+from common import Row, machine, micros, row
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+
+METHOD = """\
+Each row times edge_min and a baseline **in the same process and run**, on the same machine,
+so the ratio (edge_min's speed ÷ the baseline's speed: 1.0 = as fast, 0.25 = four times
+slower) means more than either number alone. Timings are the best of repeated runs on fresh
+database files in the system temp directory (`EDGE_BENCH_DIR` moves them, e.g. onto an SD
+card), with the garbage collector paused while the clock runs.
+
+- **engine, SQLite**: runs of a five-step chain of the builtin `noop` agent, queued up front,
+  driven by `Engine.poll` with `InlineDispatcher` and N runs at a time, on a file with
+  `synchronous=FULL`; only the poll loop is timed. A recording wrapper around the storage
+  backend logs every write the engine makes, grouped by transaction; the baseline is a bare
+  `sqlite3` connection (same PRAGMAs) replaying exactly those INSERTs and UPDATEs, with the
+  same values, in the same transactions, on a copy of the database as it was before the
+  loop. SQL and parameters are prepared before its clock starts, so it is SQLite and the
+  fsyncs alone. A second replay commits every row write on its own, which shows what
+  batching the commits of concurrent runs saves. The engine's reads (admitting queued runs)
+  are not replayed: they are part of its cost. The more runs share a commit, the less the
+  fsync hides the engine's per-row Python cost, so this ratio falls as concurrency rises.
+- **engine, memory**: the same workload on `MemoryStore`; the baseline applies the same row
+  writes to plain dicts and `json.dumps` the JSON columns.
+- **store**: `store.executions.add(row)` + `.set(id, ...)` against the SQL the SQLite backend
+  issues for them, run by a bare connection with the parameters ready.
+- **scheduler**: `bench/bench_scheduler.py`: one timer added with `add_once` and popped by
+  `tick` at its deadline, with N timers pending, against `heapq.heappush` + `heappop`.
+"""
+
+
+def scheduler_rows() -> list[Row]:
+    """bench_scheduler's rows in the shared shape (its ratio is turned into a speed ratio)."""
+    out: list[Row] = []
+    for r in bench_scheduler.run():
+        sched_us, heap_us, goal_us = (
+            cast(float, r[k]) for k in ("scheduler_us", "heapq_us", "goal_us")
+        )
+        out.append(
+            row(
+                f"scheduler: µs per timer add+pop with {cast(int, r['timers']):,} timers "
+                "vs heapq push+pop",
+                micros(sched_us / 1e6),
+                micros(heap_us / 1e6),
+                heap_us / sched_us,
+                f"≤ {goal_us:g} µs",
+                bool(r["within_goal"]),
+            )
+        )
+    return out
+
+
+AREAS: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
+    ("engine", bench_engine.run),
+    ("store", bench_store.run),
+    ("scheduler", scheduler_rows),
+)
+
+
+def collect() -> tuple[list[Row], bool]:
+    """Rows from every area, and whether every area ran to the end."""
+    rows: list[Row] = []
+    ok = True
+    for name, fn in AREAS:
+        began = time.perf_counter()
+        try:
+            rows.extend(fn())
+        except Exception as exc:
+            ok = False
+            traceback.print_exc(file=sys.stderr)
+            rows.append(row(f"{name}: FAILED ({type(exc).__name__}: {exc})", "—", "—", None))
+        print(f"[{name}: {time.perf_counter() - began:.1f}s]", file=sys.stderr)
+    return rows, ok
+
+
+def _met(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "**no**")
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The rows as one markdown table."""
+    lines = [
+        "| benchmark | edge_min | baseline | ratio | goal | met? |",
+        "|---|---:|---:|---:|---|:---:|",
+    ]
+    for r in rows:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        cells = (r["benchmark"], r["edge_min"], r["baseline"], ratio, r["goal"], _met(r["met"]))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def header(m: dict[str, str], load_after: str) -> str:
+    """What the numbers were measured on and when, and how busy the machine was."""
+    text = (
+        f"Measured {m['date']} on {m['machine']} ({m['processor']}), {m['cpus']} CPUs, "
+        f"{m['os']}, {m['python']}, SQLite {m['sqlite']}. Load average (1, 5, 15 min): "
+        f"{m['load']} before, {load_after} after."
+    )
+    if busy(m["load"], m["cpus"]) or busy(load_after, m["cpus"]):
+        text += (
+            "\n\n**The machine was busy** (1-minute load above its CPU count): other "
+            "processes' CPU and disk use make these numbers noisy, fsync-bound ones most. "
+            "Rerun on an idle machine before drawing conclusions."
+        )
+    return text
+
+
+def busy(load: str, cpus: str) -> bool:
+    """Whether a ``load`` from ``machine()`` has its 1-minute average above ``cpus``."""
+    try:
+        return float(load.split(",")[0]) > float(cpus)
+    except ValueError:
+        return False
+
+
+def report(rows: Sequence[Row], head: str) -> str:
+    """The whole output: header, table, and a one-line count of goals met."""
+    goals = [r for r in rows if r["met"] is not None]
+    met = sum(1 for r in goals if r["met"])
+    return (
+        f"{head}\n\n{table(rows)}\n\n"
+        f"{met} of {len(goals)} goals met. Ratio = edge_min's speed ÷ the baseline's speed.\n"
+    )
+
+
+def document(output: str) -> str:
+    """docs/benchmarks.md: title, method, the latest output."""
+    return (
+        "# Benchmarks\n\n"
+        "Written by `make bench` (`bench/run.py`); rerun it to refresh. The numbers are from\n"
+        "one machine at one time: compare ratios, and rerun on the target hardware.\n\n"
+        f"## Latest results\n\n{output}\n## Method\n\n{METHOD}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every area, print the report, write docs/benchmarks.md."""
+    args = set(sys.argv[1:] if argv is None else argv)
+    began = time.perf_counter()
+    host = machine()  # before the benchmarks add load of their own
+    rows, ok = collect()
+    output = report(rows, header(host, machine()["load"]))
+    print(output)
+    if "--no-write" not in args:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        DOC.write_text(document(output), encoding="utf-8")
+        print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
+    if "--profile" in args:
+        print(bench_engine.profile("memory"))
+    print(f"[total: {time.perf_counter() - began:.1f}s]", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
