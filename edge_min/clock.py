@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time as _time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 
@@ -62,6 +63,7 @@ class VirtualClock:
         self._wall = float(wall)
 
 
+@lru_cache(maxsize=64)  # one poll stamps many rows with the same instant
 def iso(ts: float) -> str:
     """An RFC 3339 UTC timestamp with microseconds, sortable as text (the store's format)."""
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -205,7 +205,11 @@ def prepare_row(table_name: str, row: Mapping[str, Any], *, fill_defaults: bool)
     table = table_of(table_name)
     out: Row = {}
     for name, value in row.items():
-        out[name] = check_value(table, column_of(table, name), value)
+        col = column_of(table, name)
+        value = check_value(table, col, value)
+        if value is None and not fill_defaults and (col.not_null or name in table.primary_key):
+            raise StorageError(f"{table.name}.{name} is required (NOT NULL) but was None")
+        out[name] = value
     if fill_defaults:
         given = out
         out = {}
@@ -217,11 +221,6 @@ def prepare_row(table_name: str, row: Mapping[str, Any], *, fill_defaults: bool)
                     f"{table.name}.{col.name} is required (NOT NULL) but was "
                     f"{'None' if col.name in row else 'missing'}"
                 )
-    else:
-        for name, value in out.items():
-            col = column_of(table, name)
-            if value is None and (col.not_null or name in table.primary_key):
-                raise StorageError(f"{table.name}.{name} is required (NOT NULL) but was None")
     return out
 
 

@@ -52,6 +52,11 @@ def _matches(row: Row, where: Row) -> bool:
     return True
 
 
+def _plain(cond: Any) -> bool:
+    """An equality condition on a value (not NULL, a list or a comparison)."""
+    return cond is not None and not isinstance(cond, Cmp | IsNull | NotNull | list)
+
+
 def _sort_key(name: str) -> Callable[[Row], tuple[Any, ...]]:
     # NULL sorts before every value, as in SQLite.
     return lambda row: (0,) if row[name] is None else (1, row[name])
@@ -62,7 +67,9 @@ class MemoryStore(Storage):
 
     def __init__(self) -> None:
         self._tables: dict[str, dict[_Key, Row]] = {name: {} for name in TABLES}
-        self._snapshots: list[dict[str, dict[_Key, Row]]] = []
+        # One undo log per open atomic() level: (table, key, row before or None if absent).
+        # Rolling back replays it backwards; far cheaper than snapshotting every table.
+        self._undo: list[list[tuple[str, _Key, Row | None]]] = []
         self._closed = False
 
     def _rows(self, table: str) -> dict[_Key, Row]:
@@ -75,20 +82,36 @@ class MemoryStore(Storage):
     def _pk(table: str, row: Mapping[str, Any]) -> _Key:
         return tuple(row[c] for c in TABLES[table].primary_key)
 
+    def _remember(self, table: str, pk: _Key) -> None:
+        if self._undo:
+            old = self._tables[table].get(pk)
+            self._undo[-1].append((table, pk, None if old is None else dict(old)))
+
+    def _hits(self, table: str, rows: dict[_Key, Row], where: Row) -> list[_Key]:
+        pk_cols = TABLES[table].primary_key
+        if len(where) == len(pk_cols) and all(c in where and _plain(where[c]) for c in pk_cols):
+            pk = tuple(where[c] for c in pk_cols)  # a primary-key lookup, not a scan
+            return [pk] if pk in rows else []
+        return [pk for pk, r in rows.items() if _matches(r, where)]
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """A transaction: a snapshot taken on entry is restored if the block raises."""
+        """A transaction: on an error, every change made inside it is undone."""
         if self._closed:
             raise StorageError("the memory store is closed")
-        self._snapshots.append(
-            {name: {k: dict(r) for k, r in rows.items()} for name, rows in self._tables.items()}
-        )
+        self._undo.append([])
         try:
             yield
         except BaseException:
-            self._tables = self._snapshots.pop()
+            for table, pk, old in reversed(self._undo.pop()):
+                if old is None:
+                    self._tables[table].pop(pk, None)
+                else:
+                    self._tables[table][pk] = old
             raise
-        self._snapshots.pop()
+        done = self._undo.pop()
+        if self._undo:
+            self._undo[-1].extend(done)  # an outer block may still roll these back
 
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         """Insert one row; a duplicate primary key raises ``StorageError``."""
@@ -97,6 +120,7 @@ class MemoryStore(Storage):
         pk = self._pk(table, full)
         if pk in rows:
             raise StorageError(f"insert into {table}: a row with key {pk!r} already exists")
+        self._remember(table, pk)
         rows[pk] = full
 
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str] = ("id",)) -> None:
@@ -105,8 +129,9 @@ class MemoryStore(Storage):
         check_upsert_key(table, key)
         full = prepare_row(table, row, fill_defaults=True)
         pk = self._pk(table, full)
+        self._remember(table, pk)
         if pk in rows:
-            rows[pk].update(prepare_row(table, row, fill_defaults=False))
+            rows[pk] = {**rows[pk], **prepare_row(table, row, fill_defaults=False)}
         else:
             rows[pk] = full
 
@@ -115,7 +140,7 @@ class MemoryStore(Storage):
         rows = self._rows(table)
         where = check_where(table, key, required=True)
         new = prepare_row(table, changes, fill_defaults=False)
-        hits = [pk for pk, r in rows.items() if _matches(r, where)]
+        hits = self._hits(table, rows, where)
         if not new:
             return len(hits)
         for pk in hits:
@@ -123,6 +148,9 @@ class MemoryStore(Storage):
             new_pk = self._pk(table, updated)
             if new_pk != pk and new_pk in rows:
                 raise StorageError(f"update {table}: a row with key {new_pk!r} already exists")
+            self._remember(table, pk)
+            if new_pk != pk:
+                self._remember(table, new_pk)
             del rows[pk]
             rows[new_pk] = updated
         return len(hits)
@@ -146,7 +174,7 @@ class MemoryStore(Storage):
         cond = check_where(table, where)
         order = check_order(table, order_by)
         check_limit(limit)
-        out = [dict(r) for r in rows.values() if _matches(r, cond)]
+        out = [dict(rows[pk]) for pk in self._hits(table, rows, cond)]
         # Stable sorts applied from the last key to the first give a multi-key order.
         for name, desc in reversed(order):
             out.sort(key=_sort_key(name), reverse=desc)
@@ -156,14 +184,15 @@ class MemoryStore(Storage):
         """How many rows match ``where``."""
         rows = self._rows(table)
         cond = check_where(table, where)
-        return sum(1 for r in rows.values() if _matches(r, cond))
+        return len(self._hits(table, rows, cond))
 
     def delete(self, table: str, key: Where) -> int:
         """Delete the rows matching ``key``; return how many."""
         rows = self._rows(table)
         where = check_where(table, key, required=True)
-        hits = [pk for pk, r in rows.items() if _matches(r, where)]
+        hits = self._hits(table, rows, where)
         for pk in hits:
+            self._remember(table, pk)
             del rows[pk]
         return len(hits)
 

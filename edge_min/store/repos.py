@@ -27,6 +27,10 @@ from edge_min.store.tables import TABLES
 _MANAGED = frozenset({"id", "created_at", "updated_at", "sync_status", "last_synced_at"})
 
 
+# One encoder for every JSON column: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def new_id() -> str:
     """A fresh random row id (UUID4 text)."""
     return str(uuid.uuid4())
@@ -62,7 +66,7 @@ class Repo:
         for col in self.json_columns:
             if out.get(col) is not None:
                 try:
-                    out[col] = json.dumps(out[col], ensure_ascii=False, separators=(",", ":"))
+                    out[col] = _ENCODER.encode(out[col])
                 except (TypeError, ValueError) as exc:
                     raise StorageError(
                         f"{self.table}.{col} must be JSON-serialisable: {exc}"
@@ -82,7 +86,8 @@ class Repo:
         return row
 
     def _insert(self, row: Row) -> Row:
-        row.setdefault("id", new_id())
+        if "id" not in row:
+            row["id"] = new_id()
         if self._stamps_updated:
             row.setdefault("created_at", self._now())
         self.db.insert(self.table, self._stamp(self._encode(row)))
@@ -131,7 +136,8 @@ class Repo:
     def add(self, row: Mapping[str, Any]) -> None:
         """Insert a full row without reading it back (the engine's hot path)."""
         row = dict(row)
-        row.setdefault("id", new_id())
+        if "id" not in row:
+            row["id"] = new_id()
         if self._stamps_updated:
             row.setdefault("created_at", self._now())
         self.db.insert(self.table, self._stamp(self._encode(row)))

@@ -50,10 +50,11 @@ class Table:
 
     def column(self, name: str) -> Column | None:
         """The column called ``name``, or None."""
-        for col in self.columns:
-            if col.name == name:
-                return col
-        return None
+        by_name = self.__dict__.get("_by_name")
+        if by_name is None:  # built once; the dataclass is frozen, so set it directly
+            by_name = {c.name: c for c in self.columns}
+            object.__setattr__(self, "_by_name", by_name)
+        return by_name.get(name)
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -150,6 +150,7 @@ class _Run:
     input: Any
     steps: dict[str, _Step] = field(default_factory=dict)
     failed: str | None = None  # the step whose failure fails the run
+    inflight: int = 0  # steps of this run being executed now
 
 
 @dataclass
@@ -283,6 +284,9 @@ class Engine:
             input=row.get("input"),
         )
         run.steps = {s.id: _Step() for s in run.definition.steps}
+        if row["status"] == "queued":  # never started: no step rows to read back
+            self._runs[run.id] = run
+            return run
         for srow in self.store.agent_executions.list(workflow_execution_id=run.id):
             self._step_rows.add(srow["id"])
             step_id = srow["id"].split(":", 1)[1]
@@ -343,6 +347,7 @@ class Engine:
         wall = max(wall, self.clock.time())
         for key in done:
             f = self._inflight.pop(key)
+            f.run.inflight -= 1
             st = f.run.steps[f.step.id]
             metrics: dict[str, Any] = {
                 "step": f.step.id,
@@ -527,6 +532,7 @@ class Engine:
             handle = _Done(error=exc)
         else:
             handle = self.dispatcher.submit(lambda: self.agents.invoke(agent, value, context))
+        run.inflight += 1
         self._inflight[key] = _Inflight(
             run, step, handle, self.agents.memory_of(agent), self.clock.monotonic()
         )
@@ -544,7 +550,7 @@ class Engine:
     def _maybe_finish(self, run: _Run, wall: float) -> None:
         if run.id not in self._runs:
             return
-        if any(k.startswith(run.id + ":") for k in self._inflight):
+        if run.inflight:
             return  # let steps in flight record their results first
         if run.failed:
             for sid, st in run.steps.items():
