@@ -360,6 +360,24 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_run(args: argparse.Namespace) -> int:
+    """Invoke an agent once and print its output JSON."""
+    try:
+        value = json.loads(args.input) if args.input is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from exc
+    runtime = _open_runtime(args, threads=False)
+    try:
+        output = runtime.agents.run_once(args.name, value)
+    except EdgeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    print(json.dumps(output, sort_keys=True))
+    return 0
+
+
 def cmd_agent_list(args: argparse.Namespace) -> int:
     """List registered agents."""
     runtime = _open_runtime(args, threads=False)
@@ -434,6 +452,12 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
         "register an agent from its config file",
         "edge-min agent add text-classifier-lite.yaml",
     ),
+    (
+        ("agent", "run"),
+        cmd_agent_run,
+        "invoke an agent once and print its output",
+        "edge-min agent run text-classifier-lite --input '\"works great\"'",
+    ),
     (("agent", "list"), cmd_agent_list, "list agents", "edge-min agent list"),
     (("agent", "show"), cmd_agent_show, "show an agent's config", "edge-min agent show notify"),
 ]
@@ -468,6 +492,9 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
         p.add_argument("id", help="the execution id")
     elif path == ("agent", "show"):
         p.add_argument("name", help="the agent's name")
+    elif path == ("agent", "run"):
+        p.add_argument("name", help="the agent's name")
+        p.add_argument("--input", help="the input as JSON (a JSON string for text agents)")
 
 
 def build_parser() -> argparse.ArgumentParser:

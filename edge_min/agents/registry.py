@@ -159,6 +159,18 @@ class AgentRegistry:
             self._executors[name] = found
         return found
 
+    def run_once(self, name: str, value: Any, *, key: str | None = None) -> Any:
+        """Invoke an agent by hand (``edge-min agent run``, ``POST /agents/{name}/invoke``).
+
+        Each call gets its own idempotency key (``adhoc:<uuid>``) unless one is given.
+        """
+        import uuid
+
+        if name not in BUILTINS:
+            self.config(name)  # NotFound, naming the known agents, before anything starts
+        context = {"idempotency_key": key or f"adhoc:{uuid.uuid4().hex}", "attempt": 1}
+        return self.invoke(name, value, context)
+
     def _get_platform(self) -> Any:
         if self._platform is None:
             from edge_min.platform import get_platform

@@ -15,6 +15,7 @@ POST     /executions/{id}/cancel         execute     cancel a run
 GET      /agents                         read        registered agents
 POST     /agents                         configure   add an agent from its config (YAML/JSON)
 GET      /agents/{name}                  read        one agent's config
+POST     /agents/{name}/invoke           execute     run the agent once; body is its input
 =======  ==============================  ==========  =========================================
 """
 
@@ -180,6 +181,12 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
         row = _on_loop(runtime, lambda: runtime.agents.add(config))
         return Response(201, {"name": row["name"], "id": row["id"], "version": row["version"]})
 
+    def invoke(request: Request) -> Any:
+        name, value = request.params["name"], request.json()
+        # The executor is made on the loop thread; the (blocking) call runs on this one.
+        _on_loop(runtime, lambda: runtime.agents.prepare(name))
+        return runtime.agents.run_once(name, value)
+
     def agent(request: Request) -> dict[str, Any]:
         row = reads.store.agents.get_by_name(request.params["name"])
         if row is None:
@@ -198,4 +205,5 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
     r.add("GET", "/agents", agents, permission="read")
     r.add("POST", "/agents", add_agent, permission="configure")
     r.add("GET", "/agents/{name}", agent, permission="read")
+    r.add("POST", "/agents/{name}/invoke", invoke, permission="execute")
     return r

@@ -222,3 +222,20 @@ def test_an_agent_past_its_limit_fails_its_step_and_never_hangs_the_run(
     view = json.loads(res.stdout.split("\n", 1)[1])
     assert view["status"] == "failed"
     assert message in view["steps"][0]["error"], view["steps"][0]["error"]
+
+
+def test_agent_run_by_hand_over_cli_and_api(data: Path, runtime_process: Any) -> None:
+    res = run_cli("--data-dir", str(data), "agent", "run", "upper", "--input", '"quiet"')
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == "QUIET"
+    res = run_cli("--data-dir", str(data), "agent", "run", "echo-agent", "--input", "{\"a\": 1}")
+    out = json.loads(res.stdout)
+    assert out["input"] == {"a": 1} and out["idempotency_key"].startswith("adhoc:")
+    bad = run_cli("--data-dir", str(data), "agent", "run", "nope", "--input", "1")
+    assert bad.returncode == 1 and "no agent named 'nope'" in bad.stderr
+    rp = runtime_process(data)
+    status, body = http("POST", rp.url + "/agents/upper/invoke", "loud")
+    assert (status, body) == (200, "LOUD")
+    status, body = http("POST", rp.url + "/agents/nope/invoke", 1)
+    assert status == 404 and "no agent named 'nope'" in body["error"]["message"]
+    assert rp.stop() == 0
