@@ -46,6 +46,7 @@ from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, pa
 
 log = logging.getLogger("edge_min.engine")
 
+QUEUE_RESCAN_SECONDS = 0.5
 MAX_ROUNDS = 64  # rounds of collect/commit/start in one poll when calls finish inline
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 FINISHED_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
@@ -187,6 +188,8 @@ class Engine:
         self._writes: list[tuple[str, str, dict[str, Any]]] = []  # (table, id, changes) to commit
         self._definitions: dict[tuple[str, str], WorkflowDefinition] = {}
         self._step_rows: set[str] = set()  # agent_executions rows known to exist
+        self._maybe_queued = True
+        self._last_queue_scan = float("-inf")
 
     # -- workflows and submissions -------------------------------------------------------
 
@@ -229,6 +232,7 @@ class Engine:
         self.store.executions.create(
             id=execution_id, workflow_id=row["id"], status="queued", input=value
         )
+        self._maybe_queued = True
         return execution_id
 
     def _check_fits(self, definition: WorkflowDefinition) -> None:
@@ -407,7 +411,15 @@ class Engine:
         room = self.limits.max_concurrent_workflows - len(self._runs)
         if room <= 0:
             return False
+        # workflow_executions has no index on status (the spec's schema is kept as written),
+        # so the queue is read when this engine queued something, or once per
+        # QUEUE_RESCAN_SECONDS for runs queued by another process (the CLI).
+        mono = self.clock.monotonic()
+        if not self._maybe_queued and mono - self._last_queue_scan < QUEUE_RESCAN_SECONDS:
+            return False
+        self._last_queue_scan = mono
         queued = self.store.executions.oldest("queued", room)
+        self._maybe_queued = len(queued) == room  # a full page: there may be more
         for row in queued:
             self._writes.append(("workflow_executions", row["id"], {"status": "running"}))
             self._load(row)
