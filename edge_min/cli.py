@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,16 @@ class DataDirLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+@contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[Any]:
+    """The data directory's runtime, opened for one command and closed after it."""
+    runtime = _open_runtime(args, threads=False)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 def _open_runtime(args: argparse.Namespace, *, threads: bool) -> Any:
@@ -261,11 +272,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_workflow_add(args: argparse.Namespace) -> int:
     """Validate and store a workflow definition file."""
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         row = runtime.engine.add_workflow(Path(args.file).read_text(), origin=args.file)
-    finally:
-        runtime.close()
     print(f"{row['name']} {row['version']} ({row['id']})")
     return 0
 
@@ -274,11 +282,8 @@ def cmd_workflow_list(args: argparse.Namespace) -> int:
     """List stored workflows."""
     from edge_min.workflows.views import workflow_view
 
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         _print_json([workflow_view(r, full=False) for r in runtime.store.workflows.list()])
-    finally:
-        runtime.close()
     return 0
 
 
@@ -326,11 +331,8 @@ def cmd_exec_list(args: argparse.Namespace) -> int:
     """List runs, newest first."""
     from edge_min.workflows.views import list_executions
 
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         _print_json(list_executions(runtime.store, args.status, args.limit))
-    finally:
-        runtime.close()
     return 0
 
 
@@ -338,11 +340,8 @@ def cmd_exec_show(args: argparse.Namespace) -> int:
     """Show one run with its steps."""
     from edge_min.workflows.views import describe_execution
 
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         _print_json(describe_execution(runtime.store, args.id))
-    finally:
-        runtime.close()
     return 0
 
 
@@ -351,11 +350,8 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
     from edge_min.config import load_agent_config
 
     config = load_agent_config(args.file)
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         row = runtime.agents.add(config)
-    finally:
-        runtime.close()
     print(f"{row['name']} {row['version']} ({row['id']})")
     return 0
 
@@ -366,43 +362,35 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         value = json.loads(args.input) if args.input is not None else None
     except ValueError as exc:
         raise UsageError(f"--input is not valid JSON: {exc}") from exc
-    runtime = _open_runtime(args, threads=False)
-    try:
-        output = runtime.agents.run_once(args.name, value)
-    except EdgeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        runtime.close()
+    with _opened(args) as runtime:
+        try:
+            output = runtime.agents.run_once(args.name, value)
+        except EdgeError as exc:  # the agent failed: exit 1, as a failed run does
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps(output, sort_keys=True))
     return 0
 
 
 def cmd_agent_list(args: argparse.Namespace) -> int:
     """List registered agents."""
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         _print_json(
             [
                 {"name": a["name"], "type": a["type"], "version": a["version"]}
                 for a in runtime.store.agents.list()
             ]
         )
-    finally:
-        runtime.close()
     return 0
 
 
 def cmd_agent_show(args: argparse.Namespace) -> int:
     """Show one agent's stored config."""
-    runtime = _open_runtime(args, threads=False)
-    try:
+    with _opened(args) as runtime:
         row = runtime.store.agents.get_by_name(args.name)
         if row is None:
             raise UsageError(f"no agent named {args.name!r}; list them with `edge-min agent list`")
         _print_json(row)
-    finally:
-        runtime.close()
     return 0
 
 
