@@ -194,7 +194,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.wake = waiter.set
         host = args.host or config.api.host
         port = config.api.port if args.port is None else args.port
-        server = ApiServer(build_router(runtime), host, port, config.api.max_request_bytes)
+        from edge_min.api.auth import install_authorizer
+
+        router = build_router(runtime)
+        install_authorizer(router, runtime)
+        server = ApiServer(router, host, port, config.api.max_request_bytes)
         server.start()
         bound_host, bound_port = server.address
         print(
@@ -394,6 +398,27 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    """Issue a signed API bearer token for a role; prints the token alone."""
+    from edge_min.api.auth import token_issue
+
+    return token_issue(args)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke an API token (or its id) at once, also for a running runtime."""
+    from edge_min.api.auth import token_revoke
+
+    return token_revoke(args)
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    """Make a development CA, a central and a device certificate."""
+    from edge_min.security.certs import run
+
+    return run(args)
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, str]] = [
@@ -447,6 +472,24 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
         "edge-min agent run text-classifier-lite --input '\"works great\"'",
     ),
     (("agent", "list"), cmd_agent_list, "list agents", "edge-min agent list"),
+    (
+        ("certs", "init"),
+        cmd_certs_init,
+        "make a development CA, central and device certificate",
+        "edge-min certs init ./certs --device-id gw-42",
+    ),
+    (
+        ("token", "issue"),
+        cmd_token_issue,
+        "issue an API bearer token for a role",
+        "edge-min token issue --role operator --ttl 1h",
+    ),
+    (
+        ("token", "revoke"),
+        cmd_token_revoke,
+        "revoke an API token or token id",
+        "edge-min token revoke em1.eyJqdGkiOi...",
+    ),
     (("agent", "show"), cmd_agent_show, "show an agent's config", "edge-min agent show notify"),
 ]
 
@@ -480,6 +523,18 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
         p.add_argument("id", help="the execution id")
     elif path == ("agent", "show"):
         p.add_argument("name", help="the agent's name")
+    elif path == ("certs", "init"):
+        from edge_min.security.certs import add_arguments
+
+        add_arguments(p)
+    elif path == ("token", "issue"):
+        from edge_min.api.auth import add_issue_arguments
+
+        add_issue_arguments(p)
+    elif path == ("token", "revoke"):
+        from edge_min.api.auth import add_revoke_arguments
+
+        add_revoke_arguments(p)
     elif path == ("agent", "run"):
         p.add_argument("name", help="the agent's name")
         p.add_argument("--input", help="the input as JSON (a JSON string for text agents)")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +28,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+# Bearer tokens of the runtimes the tests started, by "host:port": http() sends the right one,
+# so tests read as plain HTTP calls while the API keeps its default-deny access control.
+TOKENS: dict[str, str] = {}
+
+
+def http(
+    method: str, url: str, body: Any = None, timeout: float = 10, token: str | None = None
+) -> tuple[int, Any]:
     """A real HTTP request; returns (status, parsed JSON or text)."""
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
+    token = token or TOKENS.get(urllib.parse.urlsplit(url).netloc)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -54,6 +65,27 @@ class RuntimeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"runtime-{self.port}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
+        issued = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_min.cli",
+                "--data-dir",
+                str(data_dir),
+                *(extra or []),
+                "token",
+                "issue",
+                "--role",
+                "admin",
+                "--ttl",
+                "1h",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.token = issued.stdout.strip()
+        TOKENS[f"127.0.0.1:{self.port}"] = self.token
         self.proc = subprocess.Popen(
             [
                 sys.executable,

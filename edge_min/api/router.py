@@ -141,7 +141,9 @@ class Router:
         try:
             return self._dispatch(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message)
+            resp = error_response(exc.status, exc.code, exc.message)
+            resp.headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate on a 401
+            return resp
         except EdgeError as exc:
             return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
         except Exception as exc:  # a bug must not take the runtime down with it
