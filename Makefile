@@ -30,8 +30,9 @@ lint: $(STAMP)   ## ruff lint and format check
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy
 
+# The PostgreSQL tests of the central server use $$EDGE_MIN_TEST_PG, or start a local cluster.
 pytest: $(STAMP) wasm-setup
-	$(BIN)/pytest -q
+	EDGE_MIN_TEST_PG="$${EDGE_MIN_TEST_PG:-$$(bash scripts/postgres.sh)}" $(BIN)/pytest -q
 
 test: lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
 

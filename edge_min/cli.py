@@ -412,6 +412,13 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return token_revoke(args)
 
 
+def cmd_central_serve(args: argparse.Namespace) -> int:
+    """Serve the reference central platform until SIGTERM."""
+    from edge_min.central.cli import run
+
+    return run(args)
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     """Make a development CA, a central and a device certificate."""
     from edge_min.security.certs import run
@@ -473,6 +480,12 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
     ),
     (("agent", "list"), cmd_agent_list, "list agents", "edge-min agent list"),
     (
+        ("central", "serve"),
+        cmd_central_serve,
+        "serve the reference central platform (sync, devices, alerts, metrics)",
+        "edge-min central serve --db sqlite:///central.db --port 8080",
+    ),
+    (
         ("certs", "init"),
         cmd_certs_init,
         "make a development CA, central and device certificate",
@@ -523,6 +536,10 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
         p.add_argument("id", help="the execution id")
     elif path == ("agent", "show"):
         p.add_argument("name", help="the agent's name")
+    elif path == ("central", "serve"):
+        from edge_min.central.cli import add_arguments as add_central_arguments
+
+        add_central_arguments(p)
     elif path == ("certs", "init"):
         from edge_min.security.certs import add_arguments
 

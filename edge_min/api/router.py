@@ -52,7 +52,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
-    principal: str | None = None
+    principal: str | None = None  # "cert:<CN>" of a verified client certificate
+    client: str | None = None  # the peer's IP address
 
     def json(self) -> Any:
         """The body as JSON; an empty body is ``None``; a bad body is a 400 naming the problem."""

@@ -1,13 +1,18 @@
-"""The local HTTP API server on stdlib ``http.server``: one thread per client, bounded bodies.
+"""The HTTP server of the local API (and of the central): a fixed worker pool, bounded bodies.
 
 Handlers run on the server's threads, never on the scheduler's loop, so a slow client cannot
-stall workflows.
+stall workflows. With an ``ssl_context`` each accepted connection is wrapped and handshaken
+on its worker thread, not on the listening socket: with TLS 1.3 a bad client certificate
+only shows when the server reads, and a handshake on the accepting thread would stall every
+other client. The verified client certificate's CN reaches handlers as
+``request.principal = "cert:<CN>"``.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -19,6 +24,7 @@ log = logging.getLogger("edge_min.api")
 
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 DEFAULT_WORKERS = 16
+DEFAULT_BACKLOG = 128  # socketserver's 5 drops SYNs when many clients connect at once
 IDLE_CONNECTION_TIMEOUT = 15.0  # seconds a kept-alive connection may sit idle on a worker
 
 
@@ -32,9 +38,17 @@ class _Server(HTTPServer):
     allow_reuse_address = True
     router: Router
     max_request_bytes: int
+    ssl_context: ssl.SSLContext | None = None
 
-    def __init__(self, address: tuple[str, int], workers: int) -> None:
-        super().__init__(address, _Handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        workers: int,
+        handler: type[BaseHTTPRequestHandler],
+        backlog: int,
+    ) -> None:
+        self.request_queue_size = backlog
+        super().__init__(address, handler)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._workers = [
             threading.Thread(target=self._work, name=f"edge-api-{i}", daemon=True)
@@ -53,7 +67,12 @@ class _Server(HTTPServer):
                 return
             request, client_address = item
             try:
+                if self.ssl_context is not None:
+                    request.settimeout(IDLE_CONNECTION_TIMEOUT)
+                    request = self.ssl_context.wrap_socket(request, server_side=True)
                 self.finish_request(request, client_address)
+            except (ssl.SSLError, OSError) as exc:
+                log.info("connection from %s refused: %s", client_address[0], exc)
             except Exception:
                 self.handle_error(request, client_address)
             finally:
@@ -110,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
             query=dict(parse_qsl(url.query)),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
+            client=str(self.client_address[0]),
+            principal=_peer_principal(self.connection),
         )
         self._send(self.server.router.dispatch(request))
 
@@ -130,6 +151,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
 
+def _peer_principal(conn: Any) -> str | None:
+    """``cert:<CN>`` of a verified client certificate, or None."""
+    if not isinstance(conn, ssl.SSLSocket):
+        return None
+    cert: dict[str, Any] = dict(conn.getpeercert() or {})
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return f"cert:{value}"
+    return None
+
+
 class ApiServer:
     """Serves a Router on host:port in a background thread."""
 
@@ -140,8 +173,15 @@ class ApiServer:
         port: int = 8000,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         workers: int = DEFAULT_WORKERS,
+        *,
+        backlog: int = DEFAULT_BACKLOG,
+        idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._server = _Server((host, port), workers)
+        handler = type("_Handler", (_Handler,), {"timeout": idle_timeout})
+        self._server = _Server((host, port), workers, handler, backlog)
+        self._server.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self._server.router = router
         self._server.max_request_bytes = max_request_bytes
         self._thread: threading.Thread | None = None
