@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= ./edge-data
+# onnxruntime >= 1.32 otherwise writes a device id and a database under $HOME
+export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: run test test-fast lint typecheck pytest bench wasm-setup clean help
 

@@ -8,10 +8,15 @@
   ``context`` is a dict with attribute access: ``idempotency_key``, ``agent``,
   ``work_dir``, ``attempt``, ``timeout``. The module is imported from the folder of the
   agent's config file, ``runtime.env`` ``PYTHONPATH``, or the installed packages.
-- ``onnxruntime`` is not built in yet: ``register_executor("onnxruntime", factory)`` is the
-  hook a later module uses; until then ``make_executor`` refuses it with an AgentError.
+- ``OnnxExecutor`` (``runtime.executor: onnxruntime``, ``edge_min.agents.onnx``): loaded on
+  first use (``register()`` there calls ``register_executor``), so onnxruntime is never
+  imported unless an onnx agent is added or run; it keeps the model warm in a persistent
+  worker (``Platform.start_service``).
 
-Both built-in executors run through ``Platform.spawn_worker`` under the agent's
+``register_executor(name, factory, validate=...)`` adds (or replaces) an executor; its
+``validate(agent, platform, work_root)`` runs when an agent is added.
+
+The command and python executors run through ``Platform.spawn_worker`` under the agent's
 ``resources`` and the step timeout, see ``edge_min.agents.isolation``. Before a call,
 ``input.max_length`` is applied to text input (cut when ``input.truncate``, refused
 otherwise); after it, a string result (or a ``label``/``class`` field of a dict result) must
@@ -60,12 +65,30 @@ class Executor(Protocol):
 
 
 ExecutorFactory = Callable[[AgentLike, Platform, Path], Executor]
+ExecutorValidator = Callable[[AgentLike, Platform, "Path | None"], object]
 _FACTORIES: dict[str, ExecutorFactory] = {}
+_VALIDATORS: dict[str, ExecutorValidator] = {}
+# Executors whose module registers them on first use: importing them costs (onnxruntime).
+_LAZY = {"onnxruntime": "edge_min.agents.onnx"}
 
 
-def register_executor(name: str, factory: ExecutorFactory) -> None:
-    """Make ``runtime.executor: <name>`` available (the hook for ``onnxruntime``)."""
+def register_executor(
+    name: str, factory: ExecutorFactory, validate: ExecutorValidator | None = None
+) -> None:
+    """Make ``runtime.executor: <name>`` available; ``validate`` runs at ``agent add``."""
     _FACTORIES[name] = factory
+    if validate is None:
+        _VALIDATORS.pop(name, None)
+    else:
+        _VALIDATORS[name] = validate
+
+
+def _registered(name: str) -> ExecutorFactory | None:
+    if name not in _FACTORIES and name in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[name]).register()
+    return _FACTORIES.get(name)
 
 
 def stderr_tail(stderr: bytes, lines: int = _STDERR_LINES) -> str:
@@ -249,10 +272,19 @@ _BUILTIN: dict[str, type[WorkerExecutor]] = {
 }
 
 
-def validate_agent(agent: AgentLike, platform: Platform) -> None:
-    """Refuse, when it is added, an agent this runtime cannot run (AgentError says why)."""
-    executor = getattr(agent.runtime, "executor", None)
-    if executor in _FACTORIES:
+def validate_agent(
+    agent: AgentLike, platform: Platform, work_root: str | Path | None = None
+) -> None:
+    """Refuse, when it is added, an agent this runtime cannot run (AgentError says why).
+
+    ``work_root`` (the runtime's agents work root) lets an onnx agent's relative
+    ``model.path`` be found under the storage root's ``models/``.
+    """
+    executor = str(getattr(agent.runtime, "executor", None))
+    if _registered(executor) is not None:
+        validate = _VALIDATORS.get(executor)
+        if validate is not None:
+            validate(agent, platform, None if work_root is None else Path(work_root))
         return
     if executor not in _BUILTIN:
         raise AgentError(
@@ -270,7 +302,7 @@ def validate_agent(agent: AgentLike, platform: Platform) -> None:
 def make_executor(agent: AgentLike, platform: Platform, work_root: str | Path) -> Executor:
     """The executor for ``agent``; its work directory is ``<work_root>/<agent name>``."""
     executor = getattr(agent.runtime, "executor", None)
-    factory = _FACTORIES.get(str(executor))
+    factory = _registered(str(executor))
     if factory is not None:
         return factory(agent, platform, Path(work_root))
     validate_agent(agent, platform)

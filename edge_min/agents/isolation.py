@@ -51,8 +51,9 @@ class AgentLike(Protocol):
     """``AgentConfig`` (``edge_min.config.agent``): the attributes this package reads.
 
     ``resources`` (max_memory, max_cpu, max_storage), ``runtime`` (executor, threads,
-    command, entry, env, needs_network), ``input`` (max_length, truncate), ``output``
-    (classes) are read by attribute name, so a stand-in with those names works too.
+    acceleration, provider_fallback, command, entry, env, needs_network), ``model`` (path,
+    precision), ``input`` (format, max_length, truncate), ``output`` (classes) are read by
+    attribute name, so a stand-in with those names works too.
     """
 
     @property
@@ -78,6 +79,11 @@ class AgentLike(Protocol):
     @property
     def output(self) -> Any:
         """``OutputSpec``."""
+        ...
+
+    @property
+    def model(self) -> Any:
+        """``ModelConfig`` or ``None``."""
         ...
 
     @property

@@ -49,7 +49,7 @@ class AgentRegistry:
 
         if config.name in BUILTINS:
             raise AgentError(f"agent name '{config.name}' is a builtin; choose another name")
-        validate_agent(config, self._get_platform())
+        validate_agent(config, self._get_platform(), work_root=self.work_root)
         stored = config.to_dict()
         row = self.store.agents.get_by_name(config.name)
         if row:

@@ -6,6 +6,14 @@ The core never forks, signals or reads ``/proc`` itself; it asks a ``Platform``:
   ``WorkerHandle`` whose ``wait()`` gives a ``WorkerResult`` (raw facts: exit status,
   output, why the supervisor killed it). Turning those facts into errors is policy and
   lives in ``edge_min.agents.isolation``.
+- ``start_service(spec)`` starts a *persistent* worker (``spec.entry`` names a factory
+  ``factory(init, context) -> handler``) under the same limits, and returns a
+  ``ServiceHandle``: ``request(value, timeout)`` sends one framed JSON request and gives a
+  ``ServiceReply`` (the worker's answer, or how it ended); ``stop()`` ends it. The
+  protocol is in ``edge_min.platform.worker``, the POSIX side in
+  ``edge_min.platform.service``.
+- ``new_lock()`` gives a mutex for callers outside this package, which may not import
+  ``threading`` themselves.
 - ``cpu_times()``, ``memory_info()``, ``disk_usage(path)`` read host resources for the
   monitor; a platform that cannot read them raises ``NotImplementedError``.
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -34,10 +43,13 @@ __all__ = [
     "DiskUsage",
     "MemoryInfo",
     "Platform",
+    "ServiceHandle",
+    "ServiceReply",
     "WorkerHandle",
     "WorkerResult",
     "WorkerSpec",
     "get_platform",
+    "new_lock",
     "set_platform",
 ]
 
@@ -53,7 +65,8 @@ class WorkerSpec:
     (``"module:function"`` called in a Python worker as ``fn(input, context)``) is set.
     ``env`` is the child's whole environment: the platform adds nothing to it.
     A limit of ``None`` means unlimited; ``needs_network=False`` asks for a worker without
-    network access (best effort: see ``WorkerResult.applied["network"]``).
+    network access (best effort: see ``WorkerResult.applied["network"]``). ``preload``
+    names modules the worker imports before it measures its memory baseline (``worker.py``).
     """
 
     name: str
@@ -69,6 +82,7 @@ class WorkerSpec:
     max_storage: int | None = None
     timeout: float | None = None
     needs_network: bool = True
+    preload: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if bool(self.argv) == bool(self.entry):
@@ -117,6 +131,49 @@ class WorkerHandle(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ServiceReply:
+    """One request to a persistent worker: its answer frame, or how the worker ended.
+
+    ``frame`` is the decoded reply (``{"ok": ..., "output"|"kind"...,"meta": ...}``) when
+    the worker answered; otherwise ``ended`` holds the raw end (exit status, signal,
+    ``killed_for="timeout"``/``"storage"``) and the worker is gone. ``stderr`` is what the
+    worker wrote on stderr during this request (its tail).
+    """
+
+    frame: Mapping[str, Any] | None
+    ended: WorkerResult | None
+    stderr: bytes = b""
+    duration: float = 0.0
+
+
+class ServiceHandle(Protocol):
+    """A persistent worker: one request at a time (the caller serialises them)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, or ``None`` when it runs in-process."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """Whether it can take another request."""
+        ...
+
+    @property
+    def applied(self) -> Mapping[str, Any]:
+        """The limits the worker reported it applied (as ``WorkerResult.applied``)."""
+        ...
+
+    def request(self, value: Any, timeout: float | None) -> ServiceReply:
+        """Send ``value`` (the first is the factory's ``init``); block for the reply."""
+        ...
+
+    def stop(self) -> None:
+        """End the worker: close its input, then kill what is left."""
+        ...
+
+
 class CpuTimes(NamedTuple):
     """Host CPU seconds since boot, summed over all CPUs."""
 
@@ -154,6 +211,10 @@ class Platform(Protocol):
         """Start one isolated invocation."""
         ...
 
+    def start_service(self, spec: WorkerSpec) -> ServiceHandle:
+        """Start a persistent worker running ``spec.entry``'s factory."""
+        ...
+
     def cpu_times(self) -> CpuTimes:
         """Host CPU times; may raise ``NotImplementedError``."""
         ...
@@ -187,6 +248,13 @@ def get_platform() -> Platform:
 
             _current = PosixPlatform()
     return _current
+
+
+def new_lock() -> AbstractContextManager[bool]:
+    """A mutex (``with lock: ...``) for code outside ``edge_min.platform``."""
+    import threading
+
+    return threading.Lock()
 
 
 def set_platform(platform: Platform | None) -> None:

@@ -5,6 +5,10 @@ memory and files, ``max_memory``/``max_cpu``/``max_storage``/``timeout`` are not
 and ``cpu_limit_mode`` is ``"none"``. ``command`` agents are refused, as there is nothing
 to run them with. The result has the same shape as a POSIX worker's (one JSON frame on
 ``stdout``), so executors read both the same way.
+
+``start_service`` gives an ``InProcessService``: the handler factory runs here once and the
+handler is called for each request, with the same frames as a persistent POSIX worker
+(``edge_min.platform.worker``), again without limits or timeouts.
 """
 
 from __future__ import annotations
@@ -12,9 +16,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from edge_min.errors import AgentError
-from edge_min.platform import CpuTimes, DiskUsage, MemoryInfo, WorkerResult, WorkerSpec
+from edge_min.platform import (
+    CpuTimes,
+    DiskUsage,
+    MemoryInfo,
+    ServiceReply,
+    WorkerResult,
+    WorkerSpec,
+)
 
 
 class InProcessHandle:
@@ -50,6 +63,69 @@ class InProcessHandle:
         return self._result
 
 
+class InProcessService:
+    """A persistent "worker" in this process: the factory's handler, kept between requests."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._handler: Any = None
+        self._served = 0
+        self._stopped = False
+
+    @property
+    def pid(self) -> int | None:
+        """Always ``None``: there is no separate process."""
+        return None
+
+    @property
+    def alive(self) -> bool:
+        """Until ``stop()``, or until its factory failed."""
+        return not self._stopped
+
+    @property
+    def applied(self) -> Mapping[str, Any]:
+        """Nothing is applied in-process."""
+        return {}
+
+    def request(self, value: Any, timeout: float | None) -> ServiceReply:
+        """Call the factory (first request) or the handler, here and now."""
+        from edge_min.platform.worker import call_guarded, resolve_entry
+
+        started = time.monotonic()
+        if self._stopped:
+            ended = WorkerResult(None, b"", b"", 0.0, killed_for="stopped")
+            return ServiceReply(frame=None, ended=ended)
+        if self._handler is None:
+            try:
+                factory = resolve_entry(str(self.spec.entry), list(self.spec.sys_path))
+            except Exception as exc:
+                self._stopped = True
+                frame = {"ok": False, "kind": "import", "type": type(exc).__name__}
+                return ServiceReply({**frame, "message": str(exc)}, None)
+            frame = call_guarded(factory, value, dict(self.spec.context), raw=True)
+            if not frame.get("ok"):
+                self._stopped = True
+                if frame.get("kind") == "error":
+                    frame["kind"] = "load"
+                return ServiceReply(frame, None, duration=time.monotonic() - started)
+            self._handler = frame["output"]
+            frame = {"ok": True, "output": getattr(self._handler, "info", None)}
+        else:
+            request = value if isinstance(value, dict) else {}
+            frame = call_guarded(
+                self._handler, request.get("input"), dict(request.get("context") or {})
+            )
+            self._served += 1
+        extra = self._handler.meta() if hasattr(self._handler, "meta") else {}
+        frame["meta"] = {"pid": None, "served": self._served, **extra}
+        return ServiceReply(frame, None, duration=time.monotonic() - started)
+
+    def stop(self) -> None:
+        """Drop the handler (and the session it holds)."""
+        self._stopped = True
+        self._handler = None
+
+
 class InProcessPlatform:
     """Runs ``python`` agents in the calling interpreter, without isolation (Pyodide)."""
 
@@ -70,6 +146,11 @@ class InProcessPlatform:
             )
         os.makedirs(spec.work_dir, exist_ok=True)
         return InProcessHandle(spec)
+
+    def start_service(self, spec: WorkerSpec) -> InProcessService:
+        """A persistent handler in this process (no isolation, see the module doc)."""
+        os.makedirs(spec.work_dir, exist_ok=True)
+        return InProcessService(spec)
 
     def cpu_times(self) -> CpuTimes:
         """Not available without a host OS view."""

@@ -7,7 +7,9 @@ process group), cwd = the agent's work directory, environment = exactly ``spec.e
 - **memory** (``max_memory``): ``RLIMIT_AS`` = the worker interpreter's own address space
   at start (``VmSize``, ~15MB) + ``max_memory``. ``RLIMIT_AS`` counts virtual memory, so
   an agent that maps much more than it touches (some JITs, thread stacks) needs a larger
-  ``max_memory`` than its resident size.
+  ``max_memory`` than its resident size. With ``spec.preload`` the baseline is taken
+  after those imports (numpy + onnxruntime: ~150MB at 1 thread, ~190MB at 2+; see
+  ``worker.py``), so ``max_memory`` pays for the model, its session and thread stacks.
 - **cpu** (``max_cpu`` cores), in the first mode that works (``cpu_limit_mode``):
   ``cgroup2`` — a child cgroup per worker under ``<cgroup2 mount>/edge_min`` (or the
   ``cgroup_parent`` given) with ``cpu.max = "<max_cpu * 100000> 100000"``; ``cgroup1`` —
@@ -28,6 +30,8 @@ process group), cwd = the agent's work directory, environment = exactly ``spec.e
   the group after the worker exits is killed too, so no agent outlives its step.
 
 ``WorkerResult`` reports what happened; ``edge_min.agents.isolation`` names the limit.
+``start_service`` starts the same worker in ``serve`` mode and keeps it for many requests
+(``edge_min.platform.service`` states the per-request rules).
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ import sys
 import time
 from itertools import count
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_min.platform import CpuTimes, DiskUsage, MemoryInfo, WorkerResult, WorkerSpec
+
+if TYPE_CHECKING:
+    from edge_min.platform.service import PosixService
 
 WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
 CPU_PERIOD_US = 100_000
@@ -416,12 +424,13 @@ class PosixPlatform:
                 self._cgroup = CgroupCpu.probe(self.cgroup_parent)
         return self._cgroup
 
-    def spawn_worker(self, spec: WorkerSpec) -> PosixWorkerHandle:
-        """Start ``worker.py`` for ``spec`` in its own session, limits applied in the child."""
-        started = time.monotonic()
+    def _prepare(
+        self, spec: WorkerSpec, mode: str
+    ) -> tuple[dict[str, object], CgroupCpu | None, str | None, str]:
+        """The worker's config, its CPU cgroup (made here) and the CPU limit mode."""
         os.makedirs(spec.work_dir, exist_ok=True)
         config: dict[str, object] = {
-            "mode": "exec" if spec.argv else "python",
+            "mode": mode,
             "argv": list(spec.argv),
             "entry": spec.entry,
             "sys_path": list(spec.sys_path),
@@ -429,9 +438,10 @@ class PosixPlatform:
             "max_memory": spec.max_memory,
             "max_storage": spec.max_storage,
             "needs_network": spec.needs_network,
+            "preload": list(spec.preload),
             "parent_pid": os.getpid(),
         }
-        mode = "none"
+        cpu_mode = "none"
         cgroup, cgroup_path = None, None
         if spec.max_cpu is not None:
             cgroup = self._cgroup_cpu()
@@ -439,34 +449,21 @@ class PosixPlatform:
                 try:
                     cgroup_path = cgroup.create(spec.name, spec.max_cpu)
                     config["cgroup_procs"] = os.path.join(cgroup_path, "cgroup.procs")
-                    mode = cgroup.mode
+                    cpu_mode = cgroup.mode
                 except OSError:
                     cgroup = None
             if cgroup is None:
-                mode = "rlimit"
+                cpu_mode = "rlimit"
                 config["nice"] = _NICE_FALLBACK
-                if spec.timeout:
+                # A persistent worker gets its CPU budget per request instead (service.py).
+                if spec.timeout and mode != "serve":
                     config["cpu_seconds"] = max(1, math.ceil(spec.max_cpu * spec.timeout))
+        return config, cgroup, cgroup_path, cpu_mode
 
-        def handle(proc: subprocess.Popen[bytes] | None, refused: int | None) -> PosixWorkerHandle:
-            return PosixWorkerHandle(
-                spec,
-                proc,
-                cgroup=cgroup,
-                cgroup_path=cgroup_path,
-                cpu_limit_mode=mode,
-                poll_interval=self.poll_interval,
-                max_output=self.max_output,
-                started=started,
-                refused_usage=refused,
-            )
-
-        if spec.max_storage is not None:
-            used = directory_size(spec.work_dir)
-            if used >= spec.max_storage:
-                if cgroup is not None and cgroup_path is not None:
-                    cgroup.remove(cgroup_path)
-                return handle(None, used)
+    def _popen(
+        self, spec: WorkerSpec, config: dict[str, object]
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Start ``worker.py`` with ``config``; the process and the status pipe's read end."""
         status_read, status_write = os.pipe()
         config["status_fd"] = status_write
         try:
@@ -483,14 +480,86 @@ class PosixPlatform:
             )
         except BaseException:
             os.close(status_read)
-            if cgroup is not None and cgroup_path is not None:
-                cgroup.remove(cgroup_path)
             raise
         finally:
             os.close(status_write)
+        return proc, status_read
+
+    def _refused(self, spec: WorkerSpec) -> int | None:
+        # A work directory already at its quota gets no worker at all.
+        if spec.max_storage is None:
+            return None
+        used = directory_size(spec.work_dir)
+        return used if used >= spec.max_storage else None
+
+    def spawn_worker(self, spec: WorkerSpec) -> PosixWorkerHandle:
+        """Start ``worker.py`` for ``spec`` in its own session, limits applied in the child."""
+        started = time.monotonic()
+        config, cgroup, cgroup_path, mode = self._prepare(spec, "exec" if spec.argv else "python")
+
+        def handle(proc: subprocess.Popen[bytes] | None, refused: int | None) -> PosixWorkerHandle:
+            return PosixWorkerHandle(
+                spec,
+                proc,
+                cgroup=cgroup,
+                cgroup_path=cgroup_path,
+                cpu_limit_mode=mode,
+                poll_interval=self.poll_interval,
+                max_output=self.max_output,
+                started=started,
+                refused_usage=refused,
+            )
+
+        refused = self._refused(spec)
+        if refused is not None:
+            if cgroup is not None and cgroup_path is not None:
+                cgroup.remove(cgroup_path)
+            return handle(None, refused)
+        try:
+            proc, status_read = self._popen(spec, config)
+        except BaseException:
+            if cgroup is not None and cgroup_path is not None:
+                cgroup.remove(cgroup_path)
+            raise
         h = handle(proc, None)
         h.status_fd = status_read
         return h
+
+    def start_service(self, spec: WorkerSpec) -> PosixService:
+        """Start a persistent worker for ``spec`` (see ``edge_min.platform.service``)."""
+        from edge_min.platform.service import PosixService, spawn_from_long_lived_thread
+
+        if not spec.entry:
+            raise ValueError("a persistent worker needs spec.entry (its handler factory)")
+        config, cgroup, cgroup_path, mode = self._prepare(spec, "serve")
+        rate = spec.max_cpu if mode == "rlimit" else None
+
+        def service(proc: subprocess.Popen[bytes] | None, status: int | None) -> PosixService:
+            return PosixService(
+                spec,
+                proc,
+                status_fd=status,
+                cgroup=cgroup,
+                cgroup_path=cgroup_path,
+                cpu_limit_mode=mode,
+                cpu_seconds_per_second=rate,
+                poll_interval=self.poll_interval,
+                max_output=self.max_output,
+                refused_usage=refused,
+            )
+
+        refused = self._refused(spec)
+        if refused is not None:
+            if cgroup is not None and cgroup_path is not None:
+                cgroup.remove(cgroup_path)
+            return service(None, None)
+        try:
+            proc, status_read = spawn_from_long_lived_thread(lambda: self._popen(spec, config))
+        except BaseException:
+            if cgroup is not None and cgroup_path is not None:
+                cgroup.remove(cgroup_path)
+            raise
+        return service(proc, status_read)
 
     def cpu_times(self) -> CpuTimes:
         """Host CPU seconds from ``/proc/stat``."""

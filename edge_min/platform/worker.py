@@ -17,6 +17,13 @@ Order of work, before any agent code runs:
    imports included; the interpreter's own baseline is not charged to it. In ``exec`` mode
    the same sum applies to the program that replaces this one.
 
+Before step 5, ``preload`` modules are imported (``serve`` mode: ``numpy`` and
+``onnxruntime`` for the onnx executor), so the baseline of step 5 is measured *after* them:
+an imported runtime's own mappings (numpy's BLAS buffers, onnxruntime's library: about
+150MB of address space with ``OMP_NUM_THREADS=1``, 190MB with 2 or more, on x86-64 with
+numpy 2 and onnxruntime 1.32) are not charged to ``max_memory``; the model, its session,
+its arenas and its thread stacks (8MB of address space each) are.
+
 Then, in ``exec`` mode, it restores the default SIGPIPE/SIGXFSZ/SIGXCPU handling (Python
 ignores some of them and ``SIG_IGN`` survives ``exec``) and execs ``argv``. In
 ``python`` mode it reads the input JSON from stdin, imports ``entry``'s module (with
@@ -26,21 +33,40 @@ original stdout, while ``print`` in agent code goes to stderr:
 - ``{"ok": true, "output": <value>}``
 - ``{"ok": false, "kind": "memory"|"storage"|"import"|"input"|"output"|"error",
   "type": <exception class>, "message": <text>, "traceback": <tail>}``
+
+In ``serve`` mode (a persistent worker, see ``edge_min.platform.service``) it speaks framed
+JSON on stdin/stdout: each frame is a 4-byte big-endian length and that many bytes of UTF-8
+JSON. The first request frame is the ``init`` value: the worker calls
+``factory(init, context)`` (``entry`` names the factory) and answers with a ready frame
+``{"ok": true, "output": handler.info, "meta": ...}`` (or a failure frame with ``kind``
+``load``/``import``/``memory`` and exits). Each later request ``{"input", "context",
+"cpu_seconds"?}`` is answered by one frame as above, from ``handler(input, context)``, with
+``"meta": {"pid", "served", **handler.meta()}``. ``cpu_seconds`` (rlimit CPU mode) sets the
+soft ``RLIMIT_CPU`` to the CPU time used so far plus that budget. End of input: exit 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import json
+import math
 import os
+import struct
 import sys
 import traceback
 from typing import Any
 
-# Freed on MemoryError so the worker still has room to report it.
+# Freed on MemoryError so the worker still has room to report it; one per process.
 _BALLAST_BYTES = 1 << 20
+_ballast: bytearray | None = None
 _STORAGE_ERRNOS = {errno.EFBIG, getattr(errno, "EDQUOT", errno.EFBIG)}
+_HEADER = struct.Struct("!I")
+#: The largest frame either side accepts (a guard against a corrupt length prefix).
+MAX_FRAME = 256 * 1024 * 1024
+# Native runtimes (onnxruntime) report a failed allocation as an exception, not MemoryError.
+_MEMORY_MARKERS = ("bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
 
 
 class CallContext(dict[str, Any]):
@@ -152,6 +178,9 @@ def apply_limits(config: dict[str, Any]) -> dict[str, Any]:
     fsize = config.get("max_storage")
     if fsize:
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(fsize), int(fsize)))
+    missing = preload(config.get("preload") or ())
+    if missing:
+        applied["preload_missing"] = missing
     max_memory = config.get("max_memory")
     if max_memory:
         baseline = current_vm_size() or 0
@@ -159,6 +188,17 @@ def apply_limits(config: dict[str, Any]) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         applied["address_space"] = limit
     return applied
+
+
+def preload(modules: list[str] | tuple[str, ...]) -> list[str]:
+    """Import ``modules`` before the memory baseline is measured; the names that failed."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a missing or broken optional runtime is reported by the factory
+            missing.append(name)
+    return missing
 
 
 def _report(config: dict[str, Any], status: dict[str, Any]) -> None:
@@ -198,7 +238,8 @@ def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _resolve(entry: str, sys_path: list[str]) -> Any:
+def resolve_entry(entry: str, sys_path: list[str]) -> Any:
+    """The callable ``entry`` (``"module:function"``) names, with ``sys_path`` prepended."""
     module_name, _, func_name = entry.partition(":")
     for path in reversed(sys_path):
         if path not in sys.path:
@@ -216,33 +257,46 @@ def run_entry(
     entry: str, raw_input: bytes, context: dict[str, Any], sys_path: list[str]
 ) -> dict[str, Any]:
     """Call ``entry`` with the decoded input and context; the result as a frame dict."""
-    ballast: bytearray | None = bytearray(_BALLAST_BYTES)
     try:
-        try:
-            value = json.loads(raw_input.decode("utf-8")) if raw_input.strip() else None
-        except ValueError as exc:
-            return _failure("input", exc)
-        try:
-            fn = _resolve(entry, sys_path)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            return _failure("import", exc)
+        value = json.loads(raw_input.decode("utf-8")) if raw_input.strip() else None
+    except ValueError as exc:
+        return _failure("input", exc)
+    try:
+        fn = resolve_entry(entry, sys_path)
+    except MemoryError as exc:
+        return _failure("memory", exc)
+    except Exception as exc:
+        return _failure("import", exc)
+    return call_guarded(fn, value, context)
+
+
+def call_guarded(
+    fn: Any, value: Any, context: dict[str, Any], *, native_oom: bool = False, raw: bool = False
+) -> dict[str, Any]:
+    """``fn(value, context)`` as a frame dict; failures classified by ``kind``.
+
+    ``native_oom`` counts an exception whose text is a native allocator's out-of-memory
+    report as ``memory``; ``raw`` skips the check that the output is JSON.
+    """
+    global _ballast
+    if _ballast is None:
+        _ballast = bytearray(_BALLAST_BYTES)
+    try:
         output = fn(value, CallContext(context))
-        try:
-            json.dumps(output)
-        except (TypeError, ValueError) as exc:
-            return _failure("output", exc)
+        if not raw:
+            try:
+                json.dumps(output)
+            except (TypeError, ValueError) as exc:
+                return _failure("output", exc)
         return {"ok": True, "output": output}
     except MemoryError as exc:
-        ballast = None
+        _ballast = None  # room to build the failure frame; taken again by the next call
         return _failure("memory", exc)
     except OSError as exc:
         return _failure("storage" if exc.errno in _STORAGE_ERRNOS else "error", exc)
     except Exception as exc:
-        return _failure("error", exc)
-    finally:
-        del ballast
+        oom = native_oom and any(m in str(exc) for m in _MEMORY_MARKERS)
+        return _failure("memory" if oom else "error", exc)
 
 
 def _python(config: dict[str, Any]) -> int:
@@ -260,6 +314,120 @@ def _python(config: dict[str, Any]) -> int:
     with os.fdopen(result_fd, "wb") as out:
         out.write(data)
     return 0 if frame.get("ok") else 1
+
+
+def read_frame(fd: int) -> bytes | None:
+    """One length-prefixed frame from ``fd``; ``None`` at a clean end of input."""
+    head = _read_exact(fd, _HEADER.size)
+    if head is None:
+        return None
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME} byte maximum")
+    body = _read_exact(fd, size)
+    if body is None:
+        raise EOFError("input ended inside a frame")
+    return body
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            if data:
+                raise EOFError("input ended inside a frame")
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def write_frame(fd: int, frame: dict[str, Any]) -> None:
+    """Write ``frame`` as one length-prefixed JSON frame."""
+    try:
+        data = json.dumps(frame).encode("utf-8")
+    except MemoryError:
+        data = b'{"ok": false, "kind": "memory", "type": "MemoryError", "message": ""}'
+    except (TypeError, ValueError) as exc:
+        data = json.dumps(_failure("output", exc)).encode("utf-8")
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _cpu_budget(seconds: Any) -> None:
+    # rlimit CPU mode: a persistent worker gets a fresh budget per request on top of what it
+    # has used so far (RLIMIT_CPU counts the process's whole life).
+    if not seconds:
+        return
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + float(seconds))
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _flush_prints() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _serve(config: dict[str, Any]) -> int:
+    # Frames go to the real stdout; anything the handler prints goes to stderr.
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    init = read_frame(0)
+    if init is None:
+        return 0
+    sys_path = config.get("sys_path") or []
+    context = dict(config.get("context") or {})
+    try:
+        factory = resolve_entry(str(config["entry"]), sys_path)
+    except MemoryError as exc:
+        write_frame(reply_fd, _failure("memory", exc))
+        return 1
+    except Exception as exc:
+        write_frame(reply_fd, _failure("import", exc))
+        return 1
+    try:
+        init_value = json.loads(init.decode("utf-8"))
+    except ValueError as exc:
+        write_frame(reply_fd, _failure("input", exc))
+        return 1
+    frame = call_guarded(factory, init_value, context, native_oom=True, raw=True)
+    if not frame.get("ok"):
+        if frame.get("kind") == "error":
+            frame["kind"] = "load"
+        write_frame(reply_fd, frame)
+        return 1
+    handler = frame.pop("output")
+    served = 0
+
+    def meta() -> dict[str, Any]:
+        extra = handler.meta() if hasattr(handler, "meta") else {}
+        return {"pid": os.getpid(), "served": served, **extra}
+
+    write_frame(reply_fd, {"ok": True, "output": getattr(handler, "info", None), "meta": meta()})
+    while True:
+        raw = read_frame(0)
+        if raw is None:
+            return 0
+        try:
+            request = json.loads(raw.decode("utf-8"))
+            _cpu_budget(request.get("cpu_seconds"))
+            value, call_context = request.get("input"), dict(request.get("context") or {})
+        except (ValueError, AttributeError, TypeError, OSError) as exc:
+            write_frame(reply_fd, {**_failure("input", exc), "meta": meta()})
+            continue
+        frame = call_guarded(handler, value, call_context, native_oom=True)
+        served += 1
+        frame["meta"] = meta()
+        _flush_prints()  # before the reply, so the parent finds them with it
+        write_frame(reply_fd, frame)
 
 
 def main(argv: list[str]) -> int:
@@ -280,6 +448,8 @@ def main(argv: list[str]) -> int:
     _report(config, applied)
     if config.get("mode") == "exec":
         return _exec(config)
+    if config.get("mode") == "serve":
+        return _serve(config)
     return _python(config)
 
 

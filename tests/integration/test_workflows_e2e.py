@@ -228,7 +228,7 @@ def test_agent_run_by_hand_over_cli_and_api(data: Path, runtime_process: Any) ->
     res = run_cli("--data-dir", str(data), "agent", "run", "upper", "--input", '"quiet"')
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == "QUIET"
-    res = run_cli("--data-dir", str(data), "agent", "run", "echo-agent", "--input", "{\"a\": 1}")
+    res = run_cli("--data-dir", str(data), "agent", "run", "echo-agent", "--input", '{"a": 1}')
     out = json.loads(res.stdout)
     assert out["input"] == {"a": 1} and out["idempotency_key"].startswith("adhoc:")
     bad = run_cli("--data-dir", str(data), "agent", "run", "nope", "--input", "1")

@@ -1,0 +1,374 @@
+"""The worker side of the onnxruntime executor: one session, reused for every request.
+
+``open_session(init, context)`` is the factory a persistent worker calls once
+(``edge_min.platform.worker``, ``serve`` mode); it builds the ``InferenceSession`` and
+returns an ``OnnxSession``, which the worker calls per request. numpy and onnxruntime are
+imported here, lazily, never by the runtime process.
+
+- **providers**: ``acceleration`` picks from ``GPU_PROVIDERS``/``NPU_PROVIDERS`` those this
+  onnxruntime build has, then CPU. None available: with ``provider_fallback`` the CPU is
+  used and a warning goes back in ``info["warnings"]`` (the executor logs it); without,
+  loading fails naming the wanted and the available providers.
+- **threads**: ``intra_op_num_threads = runtime.threads``, ``inter_op_num_threads = 1``,
+  sequential execution.
+- **text** input: a string, ``{"text": str}`` or a list of strings, fed to the model's one
+  string input (shaped to its rank: ``[N]`` or ``[N, 1]``).
+- **tensor** (and ``json``) input: an object mapping every model input's name to a nested
+  list, a number, or ``{"npy_b64": base64 of a .npy file}``; each is checked against the
+  input's element type and shape (symbolic or missing dims match any size; errors show
+  them by name, or ``?``). Numbers are
+  cast within their kind (ints to a float input, int64 to int32); a float for an integer
+  input, a bool for a number or anything for a string input is refused; ``.npy`` arrays
+  must have the exact dtype.
+- **output**: without ``classes`` every output by name as nested lists; with ``classes``
+  the probability output becomes ``{"label", "scores"}`` (a list of them for a batch).
+  The probability output is the float output (or ZipMap sequence) whose name contains
+  ``prob``, else the first one. A row already normalised (every value in [0, 1], sum
+  within 1e-2 of 1) is used as is; any other row is taken as logits and softmaxed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import time
+from typing import Any
+
+GPU_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "DmlExecutionProvider",
+)
+NPU_PROVIDERS = (
+    "QNNExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CoreMLExecutionProvider",
+    "NnapiExecutionProvider",
+    "VitisAIExecutionProvider",
+    "RknpuExecutionProvider",
+    "CANNExecutionProvider",
+)
+CPU = "CPUExecutionProvider"
+_NUMPY_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "str",
+}
+_NORMALISED_TOLERANCE = 1e-2
+#: Sessions this process has created (a warm worker creates exactly one).
+SESSIONS_CREATED = 0
+
+
+class OnnxInputError(ValueError):
+    """The request does not fit the model; the message names input, shape and dtype."""
+
+
+class OnnxLoadError(ValueError):
+    """The model cannot serve this agent config (provider, inputs, classes)."""
+
+
+def pick_providers(
+    acceleration: str, fallback: bool, available: list[str]
+) -> tuple[list[str], list[str]]:
+    """Execution providers for ``acceleration`` and any warnings, or OnnxLoadError."""
+    if acceleration == "cpu":
+        return [CPU], []
+    wanted = GPU_PROVIDERS if acceleration == "gpu" else NPU_PROVIDERS
+    found = [p for p in wanted if p in available]
+    if found:
+        return [*found, CPU], []
+    text = (
+        f"runtime.acceleration {acceleration} needs one of {', '.join(wanted)}; this "
+        f"onnxruntime has only {', '.join(available)}"
+    )
+    if not fallback:
+        raise OnnxLoadError(
+            f"{text}; install an onnxruntime build with that provider (e.g. "
+            "onnxruntime-gpu), or set runtime.provider_fallback: true to run on the CPU"
+        )
+    return [CPU], [f"{text}; running on {CPU} (runtime.provider_fallback: true)"]
+
+
+def _shape(dims: Any) -> list[Any]:
+    return [d if isinstance(d, int) else (d or None) for d in (dims or [])]
+
+
+def _show(shape: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+class OnnxSession:
+    """A loaded model and the agent's I/O rules; called once per request."""
+
+    def __init__(self, init: dict[str, Any]) -> None:
+        global SESSIONS_CREATED
+        import onnxruntime as ort
+
+        started = time.monotonic()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(init.get("threads") or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        providers, warnings = pick_providers(
+            str(init.get("acceleration") or "cpu"),
+            bool(init.get("provider_fallback", True)),
+            list(ort.get_available_providers()),
+        )
+        self.session = ort.InferenceSession(str(init["model"]), options, providers=providers)
+        SESSIONS_CREATED += 1
+        self.format = str(init.get("input_format") or "tensor")
+        self.classes = [str(c) for c in init.get("classes") or []]
+        self.inputs = [
+            {"name": i.name, "type": i.type, "shape": _shape(i.shape)}
+            for i in self.session.get_inputs()
+        ]
+        self.outputs = [
+            {"name": o.name, "type": o.type, "shape": _shape(o.shape)}
+            for o in self.session.get_outputs()
+        ]
+        self.text_input = self._find_text_input() if self.format == "text" else None
+        self.scores_output = self._find_scores_output() if self.classes else None
+        self.info = {
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "providers": self.session.get_providers(),
+            "warnings": warnings,
+            "text_input": self.text_input,
+            "scores_output": self.scores_output,
+            "load_seconds": round(time.monotonic() - started, 4),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        """Per-reply facts: how many sessions this worker has created (1 when warm)."""
+        return {"sessions_created": SESSIONS_CREATED}
+
+    def _find_text_input(self) -> str:
+        strings = [i for i in self.inputs if i["type"] == "tensor(string)"]
+        if len(strings) != 1 or len(self.inputs) != 1:
+            found = ", ".join(f"{i['name']} {i['type']}" for i in self.inputs)
+            raise OnnxLoadError(
+                "input.format text needs a model with exactly one input, of type "
+                f"tensor(string); this model has: {found}. Use input.format: tensor"
+            )
+        return str(strings[0]["name"])
+
+    def _find_scores_output(self) -> str:
+        candidates = [
+            o
+            for o in self.outputs
+            if o["type"] in ("tensor(float)", "tensor(double)", "tensor(float16)")
+            or o["type"].startswith("seq(map(")
+        ]
+        if not candidates:
+            found = ", ".join(f"{o['name']} {o['type']}" for o in self.outputs)
+            raise OnnxLoadError(
+                f"output.classes needs a float (probability) output; this model has: {found}"
+            )
+        named = [o for o in candidates if "prob" in o["name"].lower()]
+        chosen = (named or candidates)[0]
+        width = chosen["shape"][-1] if chosen["shape"] else None
+        if isinstance(width, int) and width != len(self.classes):
+            raise OnnxLoadError(
+                f"output.classes has {len(self.classes)} labels {self.classes} but the "
+                f"model's output '{chosen['name']}' has {width} columns "
+                f"(shape {_show(chosen['shape'])}); give one class per column, in order"
+            )
+        return str(chosen["name"])
+
+    def __call__(self, value: Any, context: Any) -> Any:
+        """Run the model on one request; the JSON-ready output."""
+        if self.format == "text":
+            feeds, batch = self._text_feeds(value)
+        else:
+            feeds, batch = decode_inputs(value, self.inputs), False
+        names = [o["name"] for o in self.outputs]
+        results = self.session.run(names, feeds)
+        if self.scores_output is None:
+            return {name: to_json(r) for name, r in zip(names, results, strict=True)}
+        rows = score_rows(results[names.index(self.scores_output)], len(self.classes))
+        labelled = [label_row(row, self.classes) for row in rows]
+        return labelled if batch or len(labelled) != 1 else labelled[0]
+
+    def _text_feeds(self, value: Any) -> tuple[dict[str, Any], bool]:
+        import numpy as np
+
+        batch = isinstance(value, list)
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            texts = [value["text"]]
+        elif isinstance(value, str):
+            texts = [value]
+        elif batch and value and all(isinstance(v, str) for v in value):
+            texts = list(value)
+        else:
+            raise OnnxInputError(
+                'input.format text takes a string, {"text": string} or a non-empty list '
+                f"of strings, got {type(value).__name__}"
+            )
+        spec = next(i for i in self.inputs if i["name"] == self.text_input)
+        arr = np.array(texts, dtype=object)
+        if len(spec["shape"]) == 2:
+            arr = arr.reshape(len(texts), 1)
+        elif len(spec["shape"]) == 0:
+            if batch:
+                raise OnnxInputError("this model's text input takes one string, not a list")
+            arr = np.array(texts[0], dtype=object)
+        return {str(self.text_input): arr}, batch
+
+
+def open_session(init: dict[str, Any], context: Any) -> OnnxSession:
+    """The persistent worker's factory: load the model once."""
+    return OnnxSession(init)
+
+
+def decode_inputs(value: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The feeds for ``session.run`` from tensor-format JSON, every input checked."""
+    names = [str(i["name"]) for i in inputs]
+    if not isinstance(value, dict):
+        raise OnnxInputError(
+            "input.format tensor takes a JSON object mapping each model input "
+            f'({", ".join(names)}) to a nested list, a number or {{"npy_b64": ...}}, '
+            f"got {type(value).__name__}"
+        )
+    missing = [n for n in names if n not in value]
+    unknown = sorted(k for k in value if k not in names)
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown {', '.join(unknown)}")
+        raise OnnxInputError(f"tensor input: {'; '.join(parts)}; the model's inputs are {names}")
+    return {str(i["name"]): decode_input(i, value[i["name"]]) for i in inputs}
+
+
+def decode_input(spec: dict[str, Any], given: Any) -> Any:
+    """One input's array, of the model's dtype; OnnxInputError naming what does not fit."""
+    import numpy as np
+
+    name, shape = spec["name"], list(spec["shape"])
+    dtype = _NUMPY_TYPES.get(spec["type"])
+    want = f"expected shape {_show(shape)} dtype {dtype or spec['type']}"
+    if dtype is None:
+        raise OnnxInputError(f"input '{name}': type {spec['type']} is not supported as JSON")
+    if isinstance(given, dict):
+        arr = _from_npy(name, given)
+        got = _dtype_name(arr)
+        if got != dtype:
+            raise OnnxInputError(
+                f"input '{name}': {want}, given shape {list(arr.shape)} dtype {got} (.npy)"
+            )
+    else:
+        try:
+            arr = np.array(given)
+        except ValueError as exc:
+            raise OnnxInputError(
+                f"input '{name}': {want}, given nested lists of uneven lengths ({exc})"
+            ) from None
+    if len(arr.shape) != len(shape) or any(
+        isinstance(d, int) and d != g for d, g in zip(shape, arr.shape, strict=False)
+    ):
+        got = _dtype_name(arr)
+        raise OnnxInputError(f"input '{name}': {want}, given shape {list(arr.shape)} dtype {got}")
+    if not isinstance(given, dict):
+        arr = _cast(arr, dtype, lambda what: f"input '{name}': {want}, given {what}")
+    return arr.astype(object) if dtype == "str" else arr
+
+
+def _from_npy(name: str, given: dict[str, Any]) -> Any:
+    import numpy as np
+
+    if set(given) != {"npy_b64"} or not isinstance(given["npy_b64"], str):
+        raise OnnxInputError(
+            f"input '{name}': an object value must be {{\"npy_b64\": <base64 of a .npy file>}}, "
+            f"got keys {sorted(given)}"
+        )
+    try:
+        return np.load(io.BytesIO(base64.b64decode(given["npy_b64"])), allow_pickle=False)
+    except (ValueError, OSError, binascii.Error) as exc:
+        raise OnnxInputError(f"input '{name}': npy_b64 is not a base64 .npy file ({exc})") from None
+
+
+def _given(arr: Any) -> str:
+    return f"shape {list(arr.shape)} dtype {_dtype_name(arr)}"
+
+
+def _dtype_name(arr: Any) -> str:
+    return "str" if arr.dtype.kind in "USO" else str(arr.dtype)
+
+
+def _cast(arr: Any, dtype: str, fail: Any) -> Any:
+    # Within a kind only: JSON numbers are int64/float64 and models want narrower ones.
+    kind = arr.dtype.kind
+    empty = arr.size == 0
+    if dtype == "str":
+        ok = kind == "U" or empty
+    elif dtype == "bool":
+        ok = kind == "b" or empty
+    elif dtype.startswith(("float",)):
+        ok = kind in "iuf" or empty
+    else:
+        ok = kind in "iu" or empty
+        if ok and dtype.startswith("uint") and not empty and arr.min() < 0:
+            raise OnnxInputError(fail(f"{_given(arr)} with negative values"))
+    if not ok:
+        raise OnnxInputError(fail(_given(arr)))
+    return arr if dtype == "str" else arr.astype(dtype)
+
+
+def to_json(value: Any) -> Any:
+    """An output (array, ZipMap list of dicts, scalar) as nested lists/numbers."""
+    if hasattr(value, "tolist"):
+        out = value.tolist()
+        return out
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def score_rows(value: Any, width: int) -> list[list[float]]:
+    """Rows of class scores from a probability output (2-D, 1-D, or a ZipMap list)."""
+    if isinstance(value, list):
+        rows = [[float(d[k]) for k in sorted(d)] for d in value]
+    else:
+        flat = value.astype("float64")
+        rows = flat.reshape(-1, flat.shape[-1]).tolist() if flat.ndim else [[float(flat)]]
+    for row in rows:
+        if len(row) != width:
+            raise OnnxInputError(
+                f"the model returned {len(row)} scores per row but output.classes has {width}"
+            )
+    return rows
+
+
+def label_row(row: list[float], classes: list[str]) -> dict[str, Any]:
+    """``{"label", "scores"}`` for one row; softmax unless it is already normalised."""
+    normalised = all(-1e-6 <= v <= 1 + 1e-6 for v in row) and (
+        abs(sum(row) - 1.0) <= _NORMALISED_TOLERANCE
+    )
+    if not normalised:
+        top = max(row)
+        exps = [math.exp(v - top) for v in row]
+        total = sum(exps)
+        row = [e / total for e in exps]
+    best = max(range(len(row)), key=row.__getitem__)
+    return {
+        "label": classes[best],
+        "scores": {c: round(p, 6) for c, p in zip(classes, row, strict=True)},
+    }
