@@ -8,7 +8,9 @@ DATA   ?= ./edge-data
 # onnxruntime >= 1.32 otherwise writes a device id and a database under $HOME
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run test test-fast lint typecheck pytest bench wasm-setup clean help
+MODEL  := models/out/text-classifier-lite.onnx
+
+.PHONY: run test test-fast lint typecheck pytest bench wasm-setup models clean help
 
 help:            ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -22,26 +24,31 @@ $(STAMP): pyproject.toml
 run: $(STAMP)    ## set up and start the runtime on the embedded default (data in ./edge-data, API on 127.0.0.1:8000)
 	$(BIN)/edge-min --data-dir $(DATA) run
 
+$(MODEL): $(STAMP) models/build_text_classifier.py models/corpus/feedback.tsv models/corpus/lexicon.tsv
+	$(PY) models/build_text_classifier.py --out models/out
+
+models: $(MODEL) ## build text-classifier-lite (int8 ONNX) from the shipped corpus into models/out/
+
 wasm-setup:      ## install the pinned Pyodide npm package and the local pure-Python wheels it loads
 	bash wasm/setup.sh
 
 lint: $(STAMP)   ## ruff lint and format check
-	$(BIN)/ruff check edge_min tests bench
-	$(BIN)/ruff format --check edge_min tests bench
+	$(BIN)/ruff check edge_min tests bench models wasm
+	$(BIN)/ruff format --check edge_min tests bench models wasm
 
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy
 
 # The PostgreSQL tests of the central server use $$EDGE_MIN_TEST_PG, or start a local cluster.
-pytest: $(STAMP) wasm-setup
+pytest: $(STAMP) wasm-setup models
 	EDGE_MIN_TEST_PG="$${EDGE_MIN_TEST_PG:-$$(bash scripts/postgres.sh)}" $(BIN)/pytest -q
 
 test: lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
 
-test-fast: $(STAMP) ## tests without the slow ones, for local iteration
+test-fast: $(STAMP) models ## tests without the slow ones, for local iteration
 	$(BIN)/pytest -q -m 'not slow and not pyodide'
 
-bench: $(STAMP)  ## benchmarks: ratios against raw baselines measured in the same run
+bench: $(STAMP) models ## benchmarks: ratios against raw baselines measured in the same run
 	$(PY) bench/run.py
 
 clean:
