@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from edge_min.errors import StorageError
-from edge_min.store.tables import NO_DEFAULT, TABLES, Column, Table
+from edge_min.store.tables import TABLES, Column, Table
 
 Row = dict[str, Any]
 
@@ -119,6 +119,32 @@ class Storage(ABC):
     def update(self, table: str, key: Where, changes: Mapping[str, Any]) -> int:
         """Set ``changes`` on the rows matching ``key`` (a non-empty where); return how many."""
 
+    # The batch methods: every row is validated before any is written; outside ``atomic()``
+    # the batch is one transaction, inside it the batch is part of that transaction (no
+    # savepoint of its own: on SQLite a savepoint costs more than a small batch saves).
+    # These defaults loop over the single-row methods; the backends run one statement per
+    # batch (per shape of row), which is what makes them worth calling.
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert the rows in order, as ``insert`` each; one transaction unless in one."""
+        table_of(table)
+        rows = list(rows)
+        for row in rows:
+            prepare_row(table, row, fill_defaults=True)
+        with self.atomic():
+            for row in rows:
+                self.insert(table, row)
+
+    def update_many(self, table: str, key_column: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Per row, ``update(table, {key_column: its key}, its other columns)``; how many matched.
+
+        Updates of the same key keep their order (the last one wins, as with ``update``);
+        updates of different keys may be reordered, since the key column is never changed.
+        """
+        plan = split_keyed(table, key_column, rows)
+        with self.atomic():
+            return sum(self.update(table, {key_column: key}, new) for key, new in plan)
+
     @abstractmethod
     def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The row with this primary key, or None."""
@@ -202,25 +228,48 @@ def check_value(table: Table, col: Column, value: Any) -> Any:
 
 def prepare_row(table_name: str, row: Mapping[str, Any], *, fill_defaults: bool) -> Row:
     """Validated copy of ``row``; with ``fill_defaults`` also defaults and NOT NULL checks."""
-    table = table_of(table_name)
+    # The hot path of every write: a value whose type the column takes as is skips
+    # check_value; anything else (unknown column, bool, wrong type) takes the full check.
+    table = TABLES.get(table_name) or table_of(table_name)
+    exact = table.exact_types
+    required = table.required
     out: Row = {}
     for name, value in row.items():
-        col = column_of(table, name)
-        value = check_value(table, col, value)
-        if value is None and not fill_defaults and (col.not_null or name in table.primary_key):
+        types = exact.get(name)
+        if types is None or type(value) not in types:
+            value = check_value(table, column_of(table, name), value)
+        if value is None and not fill_defaults and name in required:
             raise StorageError(f"{table.name}.{name} is required (NOT NULL) but was None")
         out[name] = value
     if fill_defaults:
-        given = out
-        out = {}
-        for col in table.columns:  # in column order, as SQLite returns rows
-            value = given.get(col.name, col.default)
-            out[col.name] = None if value is NO_DEFAULT else value
-            if out[col.name] is None and (col.not_null or col.name in table.primary_key):
+        full = table.blank_row.copy()  # in column order, as SQLite returns rows
+        full.update(out)
+        for name in required:
+            if full[name] is None:
                 raise StorageError(
-                    f"{table.name}.{col.name} is required (NOT NULL) but was "
-                    f"{'None' if col.name in row else 'missing'}"
+                    f"{table.name}.{name} is required (NOT NULL) but was "
+                    f"{'None' if name in row else 'missing'}"
                 )
+        return full
+    return out
+
+
+def split_keyed(
+    table_name: str, key_column: str, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, Row]]:
+    """``update_many``'s rows validated, as (key value, validated changes) pairs."""
+    table = TABLES.get(table_name) or table_of(table_name)
+    column_of(table, key_column)
+    out: list[tuple[Any, Row]] = []
+    for i, row in enumerate(rows):
+        if key_column not in row:
+            raise StorageError(
+                f"update_many on {table.name}: row {i} has no {key_column!r}, the key column "
+                f"that picks the rows to change; got columns {tuple(row)}"
+            )
+        key = check_where(table_name, {key_column: row[key_column]})[key_column]
+        changes = {k: v for k, v in row.items() if k != key_column}
+        out.append((key, prepare_row(table_name, changes, fill_defaults=False)))
     return out
 
 
@@ -249,7 +298,7 @@ def check_key(table_name: str, key: Mapping[str, Any]) -> Row:
 
 def check_where(table_name: str, where: Where | None, *, required: bool = False) -> Row:
     """``where`` validated: known columns, values of the column type, known conditions."""
-    table = table_of(table_name)
+    table = TABLES.get(table_name) or table_of(table_name)
     if not where:
         if required:
             raise StorageError(
@@ -257,8 +306,13 @@ def check_where(table_name: str, where: Where | None, *, required: bool = False)
                 "refusing to touch every row"
             )
         return {}
+    exact = table.exact_types
     out: Row = {}
     for name, cond in where.items():
+        types = exact.get(name)
+        if types is not None and type(cond) in types:  # plain equality (or None: IS NULL)
+            out[name] = cond
+            continue
         col = column_of(table, name)
         if isinstance(cond, IsNull | NotNull):
             out[name] = cond

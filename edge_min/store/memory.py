@@ -8,7 +8,7 @@ SQLite. Foreign keys are not enforced. Not thread-safe: one user at a time, like
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from edge_min.errors import StorageError
@@ -25,6 +25,7 @@ from edge_min.store.base import (
     check_upsert_key,
     check_where,
     prepare_row,
+    split_keyed,
     table_of,
 )
 from edge_min.store.tables import TABLES
@@ -154,6 +155,29 @@ class MemoryStore(Storage):
             del rows[pk]
             rows[new_pk] = updated
         return len(hits)
+
+    def _batch(self) -> AbstractContextManager[None]:
+        # As on SQLite: a batch is its own transaction, or part of the caller's open one.
+        return nullcontext() if self._undo else self.atomic()
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert the rows in order, all or nothing."""
+        rows_by_pk = self._rows(table)
+        full = [prepare_row(table, row, fill_defaults=True) for row in rows]
+        with self._batch():
+            for row in full:
+                pk = self._pk(table, row)
+                if pk in rows_by_pk:
+                    raise StorageError(f"insert into {table}: a row with key {pk!r} already exists")
+                self._remember(table, pk)
+                rows_by_pk[pk] = row
+
+    def update_many(self, table: str, key_column: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Per row, update the rows whose ``key_column`` matches; all or nothing."""
+        self._rows(table)
+        plan = split_keyed(table, key_column, rows)
+        with self._batch():
+            return sum(self.update(table, {key_column: key}, new) for key, new in plan)
 
     def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The row with this primary key, or None."""

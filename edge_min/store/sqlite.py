@@ -18,12 +18,14 @@ retried here with jittered exponential backoff ``lock_retries`` times, then rais
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +44,7 @@ from edge_min.store.base import (
     check_upsert_key,
     check_where,
     prepare_row,
+    split_keyed,
     table_of,
 )
 from edge_min.store.migrations import (
@@ -131,6 +134,39 @@ def _where_sql(where: Row) -> tuple[str, list[Any]]:
             parts.append(f"{col} = ?")
             params.append(cond)
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+# SQL text built once per statement shape: besides saving the string building, the same
+# string lets sqlite3's statement cache (keyed by the text) skip re-preparing it. Names are
+# validated before they get here; the cap only guards against every subset of columns.
+_PLAIN = frozenset({str, int, float, bytes})  # equality conditions whose SQL is "col = ?"
+_fetchall: Callable[[sqlite3.Cursor], list[Row]] = sqlite3.Cursor.fetchall
+_rowcount: Callable[[sqlite3.Cursor], int] = operator.attrgetter("rowcount")
+
+
+@lru_cache(maxsize=512)
+def _insert_sql(table: str) -> str:
+    """INSERT of every column in table order (``prepare_row`` fills them all)."""
+    cols = TABLES[table].column_names
+    names, marks = ", ".join(_q(c) for c in cols), ", ".join("?" * len(cols))
+    return f"INSERT INTO {_q(table)} ({names}) VALUES ({marks})"
+
+
+def _update_sql(table: str, new: Row, where: Row) -> tuple[str, list[Any]]:
+    """The UPDATE setting ``new``'s columns on rows matching a validated ``where``."""
+    for cond in where.values():
+        if type(cond) not in _PLAIN:  # NULL, IN, comparisons: built each time
+            where_sql, params = _where_sql(where)
+            sets = ", ".join(f"{_q(c)} = ?" for c in new)
+            return f"UPDATE {_q(table)} SET {sets}{where_sql}", [*new.values(), *params]
+    return _update_eq_sql(table, tuple(new), tuple(where)), [*new.values(), *where.values()]
+
+
+@lru_cache(maxsize=512)
+def _update_eq_sql(table: str, columns: tuple[str, ...], where: tuple[str, ...]) -> str:
+    """``UPDATE table SET c = ?, ... WHERE w = ? AND ...`` for validated names."""
+    sets = ", ".join(f"{_q(c)} = ?" for c in columns)
+    return f"UPDATE {_q(table)} SET {sets} WHERE {' AND '.join(f'{_q(c)} = ?' for c in where)}"
 
 
 class SqliteStore(Storage):
@@ -269,39 +305,65 @@ class SqliteStore(Storage):
             raise StorageError(f"database {self.path} is closed")
         return self._conn
 
-    def _retry(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; on a lock error back off with jitter and retry a bounded number of times."""
-        waited = 0.0
-        for attempt in range(self.lock_retries + 1):
+    def _backoff(self, what: str, exc: sqlite3.Error, attempt: int, waited: float) -> float:
+        """The delay before retrying after ``exc``; raises ``StorageError`` if not to retry."""
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise StorageError(f"{what}: {exc}") from exc
+        if not _is_busy(exc):
+            raise StorageError(f"{what} on {self.path}: {exc}") from exc
+        if attempt == self.lock_retries:
+            raise StorageError(
+                f"{what}: database {self.path} stayed locked by another connection "
+                f"({exc}); gave up after {attempt + 1} attempts and {waited:.2f}s of "
+                f"backoff on top of busy_timeout={self.busy_timeout_ms}ms; "
+                "nothing was written, retry later or look for a stuck writer"
+            ) from exc
+        delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
+        return delay * random.uniform(0.5, 1.5)
+
+    def _retry(self, what: str, fn: Callable[[], T], attempt: int = 0, waited: float = 0.0) -> T:
+        """Run ``fn``; on a lock error back off with jitter and retry a bounded number of times.
+
+        ``attempt`` and ``waited`` continue a count begun by a caller's own first attempt.
+        """
+        while True:
             try:
                 return fn()
-            except sqlite3.IntegrityError as exc:
-                raise StorageError(f"{what}: {exc}") from exc
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
-                    raise StorageError(f"{what} on {self.path}: {exc}") from exc
-                if attempt == self.lock_retries:
-                    raise StorageError(
-                        f"{what}: database {self.path} stayed locked by another connection "
-                        f"({exc}); gave up after {attempt + 1} attempts and {waited:.2f}s of "
-                        f"backoff on top of busy_timeout={self.busy_timeout_ms}ms; "
-                        "nothing was written, retry later or look for a stuck writer"
-                    ) from exc
-                delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
-                delay *= random.uniform(0.5, 1.5)
-                waited += delay
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                delay = self._backoff(what, exc, attempt, waited)
+            waited += delay
+            self._sleep(delay)
+            attempt += 1
+
+    # Statements run once directly (no closure, no loop) and only go to _retry after a
+    # first failure, with that attempt already counted: this is every row write's path.
+
+    def _run(self, sql: str, params: Any, what: str | None, out: Callable[[Any], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StorageError(f"database {self.path} is closed")
+        try:
+            return out(conn.execute(sql, params))
+        except sqlite3.Error as exc:
+            what = what or sql.split("(")[0][:60]
+            delay = self._backoff(what, exc, 0, 0.0)
+        self._sleep(delay)
+        return self._retry(what, lambda: out(conn.execute(sql, params)), 1, delay)
 
     def _execute(self, sql: str, params: Sequence[Any] = (), what: str | None = None) -> list[Row]:
-        conn = self._connection()
-        return self._retry(
-            what or sql.split("(")[0][:60], lambda: conn.execute(sql, params).fetchall()
-        )
+        return self._run(sql, params, what, _fetchall)
 
     def _execute_count(self, sql: str, params: Sequence[Any], what: str) -> int:
+        return self._run(sql, params, what, _rowcount)
+
+    def _batch(self) -> AbstractContextManager[None]:
+        """A transaction for a batch method, unless the caller's ``atomic()`` is one already."""
+        return nullcontext() if self._depth else self.atomic()
+
+    def _execute_many(self, sql: str, params: list[list[Any]], what: str) -> int:
+        """``executemany`` inside a transaction (the batch methods open one); rows changed."""
         conn = self._connection()
-        return self._retry(what, lambda: conn.execute(sql, params).rowcount)
+        return self._retry(what, lambda: conn.executemany(sql, params).rowcount)
 
     # -- the port ------------------------------------------------------------------------
 
@@ -338,13 +400,7 @@ class SqliteStore(Storage):
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         """Insert one row; a duplicate primary key raises ``StorageError``."""
         full = prepare_row(table, row, fill_defaults=True)
-        cols = ", ".join(_q(c) for c in full)
-        marks = ", ".join("?" * len(full))
-        self._execute(
-            f"INSERT INTO {_q(table)} ({cols}) VALUES ({marks})",
-            list(full.values()),
-            what=f"insert into {table}",
-        )
+        self._execute_count(_insert_sql(table), list(full.values()), f"insert into {table}")
 
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str] = ("id",)) -> None:
         """Insert the row, or update the given columns of the row with the same key."""
@@ -363,16 +419,54 @@ class SqliteStore(Storage):
 
     def update(self, table: str, key: Where, changes: Mapping[str, Any]) -> int:
         """Set ``changes`` on the rows matching ``key``; return how many."""
-        where_sql, params = _where_sql(check_where(table, key, required=True))
+        where = check_where(table, key, required=True)
         new = prepare_row(table, changes, fill_defaults=False)
         if not new:
             return self.count(table, key)
-        sets = ", ".join(f"{_q(c)} = ?" for c in new)
-        return self._execute_count(
-            f"UPDATE {_q(table)} SET {sets}{where_sql}",
-            [*new.values(), *params],
-            f"update {table}",
-        )
+        sql, params = _update_sql(table, new, where)
+        return self._execute_count(sql, params, f"update {table}")
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert the rows in order with one ``executemany``, all or nothing."""
+        table_of(table)
+        params = [list(prepare_row(table, row, fill_defaults=True).values()) for row in rows]
+        if not params:
+            return
+        with self._batch():
+            self._execute_many(_insert_sql(table), params, f"insert into {table}")
+
+    def update_many(self, table: str, key_column: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Per row, update the rows whose ``key_column`` matches; one ``executemany`` per shape."""
+        plan = split_keyed(table, key_column, rows)
+        if not plan:
+            return 0
+        total = 0
+        # Rows with the same changed columns share one statement. Different keys touch
+        # different rows (the key column is never changed here), so grouping may reorder
+        # them; a key seen again flushes first, so the same row's updates keep their order.
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        seen: set[Any] = set()
+
+        def flush() -> int:
+            n = 0
+            for cols, params in groups.items():
+                sql = _update_eq_sql(table, cols, (key_column,))
+                n += self._execute_many(sql, params, f"update {table}")
+            groups.clear()
+            seen.clear()
+            return n
+
+        with self._batch():
+            for key, new in plan:
+                if not new or type(key) not in _PLAIN:  # IS NULL, IN, a count: one at a time
+                    total += flush() + self.update(table, {key_column: key}, new)
+                    continue
+                if key in seen:
+                    total += flush()
+                seen.add(key)
+                groups.setdefault(tuple(new), []).append([*new.values(), key])
+            total += flush()
+        return total
 
     def get(self, table: str, key: Mapping[str, Any]) -> Row | None:
         """The row with this primary key, or None."""

@@ -11,9 +11,19 @@ migrations in ``migrations.py``. Adding a table means a migration there and a ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 NO_DEFAULT: Any = object()
+
+# The Python types a value of each column type may have as is (None always may); anything
+# else goes through ``base.check_value``, which converts (bool -> int) or rejects it.
+_EXACT_TYPES: dict[str, frozenset[type]] = {
+    "TEXT": frozenset({str, type(None)}),
+    "INTEGER": frozenset({int, type(None)}),
+    "REAL": frozenset({int, float, type(None)}),
+}
+_ANY_TYPES: frozenset[type] = frozenset({str, int, float, bytes, type(None)})
 
 
 @dataclass(frozen=True)
@@ -48,18 +58,37 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ("id",)
 
+    # The cached properties below are derived once per table and used on every row write
+    # (cached_property stores into __dict__, which a frozen dataclass without slots allows).
+
+    @cached_property
+    def by_name(self) -> dict[str, Column]:
+        """Columns by name."""
+        return {c.name: c for c in self.columns}
+
     def column(self, name: str) -> Column | None:
         """The column called ``name``, or None."""
-        by_name = self.__dict__.get("_by_name")
-        if by_name is None:  # built once; the dataclass is frozen, so set it directly
-            by_name = {c.name: c for c in self.columns}
-            object.__setattr__(self, "_by_name", by_name)
-        return by_name.get(name)
+        return self.by_name.get(name)
 
-    @property
+    @cached_property
     def column_names(self) -> tuple[str, ...]:
         """Column names in declaration order."""
         return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def exact_types(self) -> dict[str, frozenset[type]]:
+        """Per column, the Python types its values may have without conversion or a check."""
+        return {c.name: _EXACT_TYPES.get(c.type, _ANY_TYPES) for c in self.columns}
+
+    @cached_property
+    def required(self) -> tuple[str, ...]:
+        """Columns that may not be NULL (NOT NULL or in the primary key), in column order."""
+        return tuple(c.name for c in self.columns if c.not_null or c.name in self.primary_key)
+
+    @cached_property
+    def blank_row(self) -> dict[str, Any]:
+        """Every column, in order, set to its default (None where it has none)."""
+        return {c.name: None if c.default is NO_DEFAULT else c.default for c in self.columns}
 
 
 def _t(name: str) -> Column:
