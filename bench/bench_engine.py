@@ -102,6 +102,20 @@ class RecordingStorage(Storage):
         self.inner.insert(table, row)
         self._log(("insert", table, dict(row)))
 
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Batch insert through the inner store; logged row by row, as the raw loop replays it."""
+        self.inner.insert_many(table, rows)
+        for one in rows:
+            self._log(("insert", table, dict(one)))
+
+    def update_many(self, table: str, key_column: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Batch update through the inner store; logged row by row."""
+        n = self.inner.update_many(table, key_column, rows)
+        for one in rows:
+            changes = {k: v for k, v in one.items() if k != key_column}
+            self._log(("update", table, {key_column: one[key_column]}, changes))
+        return n
+
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str] = ("id",)) -> None:
         """Upsert through the inner store and log it."""
         self.inner.upsert(table, row, key)

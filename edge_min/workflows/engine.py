@@ -596,24 +596,31 @@ class Engine:
         """Write every pending change in one transaction; on failure keep them for next time."""
         writes, self._writes = self._writes, []
         new_rows: set[str] = set()
+        # One executemany per statement shape: new step rows first, so that later changes
+        # to the same rows in this batch find them; changes keep their order per row.
+        step_adds: list[dict[str, Any]] = []
+        step_sets: list[tuple[str, dict[str, Any]]] = []
+        exec_sets: list[tuple[str, dict[str, Any]]] = []
+        now = self._now()
+        for table, row_id, changes in writes:
+            if table == "workflow_executions":
+                exec_sets.append((row_id, changes))
+                continue
+            changes = dict(changes)
+            agent_id = self.agents.agent_id(changes.pop("agent"))
+            if row_id in self._step_rows or row_id in new_rows:
+                changes.pop("started_at", None)
+                step_sets.append((row_id, changes))
+            else:
+                changes.setdefault("started_at", now)
+                changes.setdefault("status", "pending")
+                step_adds.append({"id": row_id, "agent_id": agent_id, **changes})
+                new_rows.add(row_id)
         try:
             with self.store.atomic():
-                for table, row_id, changes in writes:
-                    if table == "workflow_executions":
-                        self.store.executions.set(row_id, **changes)
-                        continue
-                    changes = dict(changes)
-                    agent_id = self.agents.agent_id(changes.pop("agent"))
-                    if row_id in self._step_rows or row_id in new_rows:
-                        changes.pop("started_at", None)
-                        self.store.agent_executions.set(row_id, **changes)
-                    else:
-                        changes.setdefault("started_at", self._now())
-                        changes.setdefault("status", "pending")
-                        self.store.agent_executions.add(
-                            {"id": row_id, "agent_id": agent_id, **changes}
-                        )
-                        new_rows.add(row_id)
+                self.store.agent_executions.add_many(step_adds)
+                self.store.agent_executions.set_many(step_sets)
+                self.store.executions.set_many(exec_sets)
                 if extra is not None:
                     extra()
         except BaseException:
