@@ -19,6 +19,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_engine
+import bench_monitor
+import bench_onnx
+import bench_protocol
 import bench_scheduler
 import bench_store
 from common import Row, machine, micros, row
@@ -50,6 +53,23 @@ card), with the garbage collector paused while the clock runs.
   issues for them, run by a bare connection with the parameters ready.
 - **scheduler**: `bench/bench_scheduler.py`: one timer added with `add_once` and popped by
   `tick` at its deadline, with N timers pending, against `heapq.heappush` + `heappop`.
+- **protocol**: `bench/bench_protocol.py`: `encode_frame`/`decode_frame` of 1,000
+  `agent_executions`-like rows (no compression, the best available one, and with AES-GCM)
+  against `json.dumps`/`json.loads` of the same rows; bytes on the wire against the JSON.
+- **monitor**: `bench/bench_monitor.py`: the monitor's own CPU time over simulated hours of
+  the spec's `edge-monitoring.yaml` on a virtual clock (real /proc reads, real SQLite, real
+  health-check processes, whose CPU is shown apart); no baseline, a goal.
+- **onnx**: `bench/bench_onnx.py`, on `text-classifier-lite` as `make models` builds it and
+  its agent config (2 intra-op threads). The baseline is `InferenceSession.run` on the same
+  session, one sentence at batch 1, with the feed array and output-name list built before
+  the clock starts. The in-process row is the worker's handler (`OnnxSession`: text in,
+  `{"label", "scores"}` out); the worker rows are `OnnxExecutor.invoke` through the warm,
+  isolated worker process. Variants run in interleaved rounds; latency is the median call,
+  throughput the median round. What the in-process overhead is made of: a fresh input array
+  per call and onnxruntime converting it, reading the scores back as Python floats,
+  `round(p, 6)` on each score (the output contract; ~2 µs of it), the label and the dict.
+  On a model this small (~18 µs) that is far more than 10%; it is fixed per call, so it
+  shrinks in proportion as models grow.
 """
 
 
@@ -78,6 +98,9 @@ AREAS: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
     ("engine", bench_engine.run),
     ("store", bench_store.run),
     ("scheduler", scheduler_rows),
+    ("protocol", bench_protocol.run),
+    ("monitor", bench_monitor.run),
+    ("onnx", bench_onnx.run),
 )
 
 
