@@ -33,9 +33,7 @@ from edge_min.monitor.metrics import (
 )
 from edge_min.monitor.outbox import Outbox
 from edge_min.monitor.persist import (
-    MIGRATION_NAME,
-    MIGRATION_SQL,
-    MONITOR_TABLES,
+    MONITOR_TABLE_NAMES,
     MemoryMonitorStore,
     MonitorStore,
     SqlMonitorStore,
@@ -44,9 +42,7 @@ from edge_min.monitor.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 
 __all__ = [
     "METRICS",
-    "MIGRATION_NAME",
-    "MIGRATION_SQL",
-    "MONITOR_TABLES",
+    "MONITOR_TABLE_NAMES",
     "PROMETHEUS_CONTENT_TYPE",
     "AlertActions",
     "AlertRule",

@@ -6,8 +6,8 @@
 - counters (samples dropped because the buffer was full), in the ``meta`` table.
 
 ``MemoryMonitorStore`` is for tests and hosts without a database; ``SqlMonitorStore`` works on
-any ``edge_min.store.base.Storage`` backend once the tables below exist. ``MONITOR_TABLES``
-and ``MIGRATION_SQL`` describe them for ``store/tables.py`` and ``store/migrations.py``.
+any ``edge_min.store.base.Storage`` backend; its tables come with migration 3
+(``store/migrations.py``), described in ``store/tables.py``.
 """
 
 from __future__ import annotations
@@ -17,79 +17,11 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from edge_min.store.base import Lt, Storage
-from edge_min.store.tables import Column, Table
 
 Row = dict[str, Any]
 
-MIGRATION_NAME = "monitor: metrics buffer, alert states, notification outbox"
-MIGRATION_SQL = """
--- Metric samples waiting for upload to central; seq orders them (oldest dropped first).
-CREATE TABLE metrics_buffer (
-    seq INTEGER PRIMARY KEY,
-    collected_at REAL NOT NULL,
-    metrics TEXT NOT NULL
-);
-CREATE INDEX idx_metrics_buffer_collected_at ON metrics_buffer(collected_at);
--- Each alert's state (inactive, pending, firing, resolved), so a reboot does not re-notify.
-CREATE TABLE monitor_alerts (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    value REAL,
-    since REAL,
-    fired_at REAL,
-    resolved_at REAL,
-    updated_at REAL NOT NULL
-);
--- Notifications for central: queued while offline, sent once (sent_at set when delivered).
-CREATE TABLE monitor_outbox (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    sent_at REAL
-);
-CREATE INDEX idx_monitor_outbox_sent_at ON monitor_outbox(sent_at);
-"""
-
-
-def _real(name: str, not_null: bool = False) -> Column:
-    return Column(name, "REAL", not_null=not_null)
-
-
-MONITOR_TABLES: tuple[Table, ...] = (
-    Table(
-        "metrics_buffer",
-        (Column("seq", "INTEGER"), _real("collected_at", True), Column("metrics", "TEXT", True)),
-        primary_key=("seq",),
-    ),
-    Table(
-        "monitor_alerts",
-        (
-            Column("name", "TEXT"),
-            Column("state", "TEXT", True),
-            _real("value"),
-            _real("since"),
-            _real("fired_at"),
-            _real("resolved_at"),
-            _real("updated_at", True),
-        ),
-        primary_key=("name",),
-    ),
-    Table(
-        "monitor_outbox",
-        (
-            Column("id", "TEXT"),
-            Column("kind", "TEXT", True),
-            Column("payload", "TEXT", True),
-            _real("created_at", True),
-            Column("attempts", "INTEGER", True, 0),
-            Column("last_error", "TEXT"),
-            _real("sent_at"),
-        ),
-    ),
-)
+# The tables are described once, in store/tables.py (migration 3 in store/migrations.py).
+MONITOR_TABLE_NAMES = ("metrics_buffer", "monitor_alerts", "monitor_outbox")
 
 
 class MonitorStore(Protocol):
@@ -244,7 +176,7 @@ class MemoryMonitorStore:
 
 
 class SqlMonitorStore:
-    """The port on a storage backend (``Store.backend``) that has ``MONITOR_TABLES``."""
+    """The port on a storage backend (``Store.backend``) with the monitor tables of migration 3."""
 
     def __init__(self, backend: Storage) -> None:
         self.db = backend

@@ -46,6 +46,36 @@ MIGRATIONS: list[Migration] = [
         CREATE TABLE schedule_state (job_id TEXT PRIMARY KEY, last_run_at REAL, next_run_at REAL);
         """,
     ),
+    (3, "monitor: metrics buffer, alert states, notification outbox", """
+-- Metric samples waiting for upload to central; seq orders them (oldest dropped first).
+CREATE TABLE metrics_buffer (
+    seq INTEGER PRIMARY KEY,
+    collected_at REAL NOT NULL,
+    metrics TEXT NOT NULL
+);
+CREATE INDEX idx_metrics_buffer_collected_at ON metrics_buffer(collected_at);
+-- Each alert's state (inactive, pending, firing, resolved), so a reboot does not re-notify.
+CREATE TABLE monitor_alerts (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    value REAL,
+    since REAL,
+    fired_at REAL,
+    resolved_at REAL,
+    updated_at REAL NOT NULL
+);
+-- Notifications for central: queued while offline, sent once (sent_at set when delivered).
+CREATE TABLE monitor_outbox (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at REAL
+);
+CREATE INDEX idx_monitor_outbox_sent_at ON monitor_outbox(sent_at);
+"""),
 ]
 
 

@@ -176,6 +176,41 @@ TABLES: dict[str, Table] = {
             (_t("job_id"), Column("last_run_at", "REAL"), Column("next_run_at", "REAL")),
             primary_key=("job_id",),
         ),
+        # Migration 3: the monitor's buffer, alert states and outbox.
+        Table(
+            "metrics_buffer",
+            (
+                Column("seq", "INTEGER"),
+                Column("collected_at", "REAL", True),
+                Column("metrics", "TEXT", True),
+            ),
+            primary_key=("seq",),
+        ),
+        Table(
+            "monitor_alerts",
+            (
+                _t("name"),
+                _tn("state"),
+                Column("value", "REAL"),
+                Column("since", "REAL"),
+                Column("fired_at", "REAL"),
+                Column("resolved_at", "REAL"),
+                Column("updated_at", "REAL", True),
+            ),
+            primary_key=("name",),
+        ),
+        Table(
+            "monitor_outbox",
+            (
+                _t("id"),
+                _tn("kind"),
+                _tn("payload"),
+                Column("created_at", "REAL", True),
+                Column("attempts", "INTEGER", True, 0),
+                _t("last_error"),
+                Column("sent_at", "REAL"),
+            ),
+        ),
     )
 }
 

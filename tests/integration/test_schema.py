@@ -19,6 +19,9 @@ SHIPPED = ROOT / "edge_min" / "store" / "schema.sql"
 SPEC = Path("/work/shared/spec/edge-schema.sql")
 
 
+VERSIONS = [m[0] for m in MIGRATIONS]  # the versions this release ships
+NEXT = VERSIONS[-1] + 1  # a version no shipped migration uses
+
 def _describe(path: Path, table: str) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     try:
@@ -125,12 +128,12 @@ def test_a_failing_migration_leaves_no_partial_state(tmp_path: Path) -> None:
     open_store(path).close()
     bad = [
         *MIGRATIONS,
-        (3, "half done", "CREATE TABLE half (x TEXT);\nINSERT INTO no_such_table VALUES (1);"),
+        (NEXT, "half done", "CREATE TABLE half (x TEXT);\nINSERT INTO no_such_table VALUES (1);"),
     ]
-    with pytest.raises(SchemaError, match=r"migration 3 \(half done\) failed.*no_such_table"):
+    with pytest.raises(SchemaError, match=rf"migration {NEXT} \(half done\) failed.*no_such_table"):
         open_store(path, migrations=bad)
     assert "half" not in [o[1] for o in _schema_objects(path)]
-    assert [r[0] for r in _migrations(path)] == [1, 2]
+    assert [r[0] for r in _migrations(path)] == VERSIONS
     # On a fresh file the very first migration fails as a whole too.
     fresh = tmp_path / "fresh.db"
     with pytest.raises(SchemaError, match="migration 1"):
@@ -141,15 +144,15 @@ def test_a_failing_migration_leaves_no_partial_state(tmp_path: Path) -> None:
     assert _migrations(fresh) == []
     # The good migrations still apply afterwards.
     open_store(fresh).close()
-    assert [r[0] for r in _migrations(fresh)] == [1, 2]
+    assert [r[0] for r in _migrations(fresh)] == VERSIONS
 
 
 def test_a_new_migration_applies_on_reopen(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     open_store(path).close()
-    more = [*MIGRATIONS, (3, "extra index", "CREATE INDEX idx_meta_value ON meta(value);")]
+    more = [*MIGRATIONS, (NEXT, "extra index", "CREATE INDEX idx_meta_value ON meta(value);")]
     open_store(path, migrations=more).close()
-    assert [r[:2] for r in _migrations(path)][-1] == (3, "extra index")
+    assert [r[:2] for r in _migrations(path)][-1] == (NEXT, "extra index")
     assert "idx_meta_value" in [o[1] for o in _schema_objects(path)]
 
 
@@ -159,7 +162,7 @@ def test_a_database_made_from_the_spec_sql_is_adopted(reference_db: Path) -> Non
     s.close()
     recorded = _migrations(reference_db)
     assert recorded[0][0] == 1 and "adopted" in recorded[0][1]
-    assert [r[0] for r in recorded] == [1, 2]
+    assert [r[0] for r in recorded] == VERSIONS
 
 
 def test_a_newer_or_altered_database_is_refused(tmp_path: Path) -> None:

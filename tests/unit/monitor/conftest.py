@@ -1,9 +1,4 @@
-"""Fixtures for the monitor: its persistence port on every implementation.
-
-Until ``store/tables.py`` and ``store/migrations.py`` carry the monitor's tables, the SQL
-fixtures register ``MONITOR_TABLES`` for the test and apply ``MIGRATION_SQL`` as one extra
-migration; once they do, the fixtures check that both descriptions agree.
-"""
+"""Fixtures for the monitor: its persistence port on every implementation."""
 
 from __future__ import annotations
 
@@ -13,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_min.monitor.persist import (
-    MIGRATION_NAME,
-    MIGRATION_SQL,
-    MONITOR_TABLES,
+    MONITOR_TABLE_NAMES,
     MemoryMonitorStore,
     MonitorStore,
     SqlMonitorStore,
@@ -27,16 +20,10 @@ from edge_min.store.tables import TABLES
 
 
 @pytest.fixture
-def monitor_tables(monkeypatch: pytest.MonkeyPatch) -> list[Migration]:
-    """Make the monitor's tables known to the store; the migrations to open SQLite with."""
-    if all(t.name in TABLES for t in MONITOR_TABLES):
-        for t in MONITOR_TABLES:
-            assert TABLES[t.name] == t, f"tables.py and MONITOR_TABLES disagree on {t.name}"
-        return list(MIGRATIONS)
-    for t in MONITOR_TABLES:
-        monkeypatch.setitem(TABLES, t.name, t)
-    version = max(m[0] for m in MIGRATIONS) + 1
-    return [*MIGRATIONS, (version, MIGRATION_NAME, MIGRATION_SQL)]
+def monitor_tables() -> list[Migration]:
+    """The shipped migrations, which carry the monitor's tables."""
+    assert all(name in TABLES for name in MONITOR_TABLE_NAMES)
+    return list(MIGRATIONS)
 
 
 def open_monitor_sqlite(path: Path, migrations: list[Migration]) -> Storage:
