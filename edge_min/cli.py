@@ -201,6 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         server = ApiServer(router, host, port, config.api.max_request_bytes)
         server.start()
         bound_host, bound_port = server.address
+        # Where this runtime answers, for CLI commands on the same data directory.
+        (paths.root / "runtime.json").write_text(
+            json.dumps({"pid": os.getpid(), "url": f"{server.scheme}://{bound_host}:{bound_port}"})
+        )
         print(
             f"{PROG} {__version__}: data in {paths.root}, API on http://{bound_host}:{bound_port}",
             flush=True,
@@ -214,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+            (paths.root / "runtime.json").unlink(missing_ok=True)
         if runtime is not None:
             runtime.close()
         lock.release()
@@ -238,6 +243,60 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _print_health(view: dict[str, Any]) -> None:
+    print(f"health: {view.get('health', view.get('status'))}")
+    for check in view.get("checks", []):
+        last = check.get("last") or {}
+        output = " ".join(str(last.get("output", "")).split())[:60]
+        print(
+            f"  {check['name']:<18} {check['status']:<7} via {last.get('via', '-'):<20} "
+            f"{last.get('duration', 0):>6}s  {output}"
+        )
+    firing = view.get("alerts_firing") or []
+    print(f"alerts firing: {', '.join(firing) if firing else 'none'}")
+    metrics = view.get("metrics") or {}
+    if metrics:
+        print(f"metrics buffered: {metrics.get('buffered')} (dropped {metrics.get('dropped')})")
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Print each health check's result; exit 1 when unhealthy."""
+    import urllib.error
+    import urllib.request
+
+    config, paths = _context(args)
+    lock = DataDirLock(paths.lock)
+    if lock.acquire():  # no runtime: open the data directory and run the checks once here
+        try:
+            with _opened(args) as runtime:
+                runtime.monitor.collect()
+                runtime.monitor.run_due_checks()
+                view = dict(runtime.monitor.status())
+                view["health"] = view["status"]
+        finally:
+            lock.release()
+    else:
+        try:
+            base = json.loads((paths.root / "runtime.json").read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            base = f"http://{config.api.host}:{config.api.port}"
+        url = base + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                view = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            view = json.loads(err.read() or b"{}")
+        except OSError as exc:
+            raise UsageError(
+                f"the runtime holds {paths.root} but {url} did not answer: {exc}"
+            ) from exc
+    if args.json:
+        _print_json(view)
+    else:
+        _print_health(view)
+    return 1 if view.get("health", view.get("status")) == "unhealthy" else 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -443,6 +502,12 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
         "edge-min --data-dir /data run --port 8000",
     ),
     (("status",), cmd_status, "show the data directory's status", "edge-min status"),
+    (
+        ("health",),
+        cmd_health,
+        "show health checks; exit 1 when unhealthy",
+        "edge-min health --json",
+    ),
     (("backup",), cmd_backup, "take an online backup now", "edge-min backup"),
     (
         ("restore",),
@@ -516,6 +581,8 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
     elif path == ("run",):
         p.add_argument("--host", help="API address (default: api.host, 127.0.0.1)")
         p.add_argument("--port", type=int, help="API port (default: api.port, 8000)")
+    elif path == ("health",):
+        p.add_argument("--json", action="store_true", help="print the full status as JSON")
     elif path == ("restore",):
         p.add_argument("file", help="a backup file made by `edge-min backup`")
     elif path in (("workflow", "add"), ("agent", "add")):

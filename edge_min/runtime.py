@@ -111,6 +111,8 @@ class Runtime:
         self.agents: Any = None
         self.engine: Any = None
         self.scheduler: Any = None
+        self.monitor: Any = None
+        self.sync: Any = None  # the sync manager, when one is attached
         self._trigger_jobs: dict[str, tuple[str, Any]] = {}
         self.started_at = self.clock.time()
         # Work handed over by other threads (the API): run on the loop thread, the only one
@@ -156,6 +158,7 @@ class Runtime:
         if resumed:
             log.info("resumed %d unfinished run(s)", resumed)
         self.scheduler = Scheduler(self.clock, store=StoreScheduleState(self.store.schedule))
+        self.monitor = self._make_monitor()
         self._schedule_core_jobs()
         self.refresh_triggers()
         return self
@@ -219,9 +222,75 @@ class Runtime:
         self.scheduler.add_interval(
             "workflows.refresh_triggers", TRIGGER_REFRESH_SECONDS, self.refresh_triggers
         )
+        for job in self.monitor.jobs():
+            self.scheduler.add_interval(job.name, job.every, job.fn, first=job.first)
         if self.config.runtime.offline_mode == "auto":
             self.probe_link()
             self.scheduler.add_interval("network.probe_link", LINK_PROBE_SECONDS, self.probe_link)
+
+    def _make_monitor(self) -> Any:
+        from edge_min.monitor import (
+            Monitor,
+            SqlMonitorStore,
+            database_check,
+            default_resources,
+            scheduler_check,
+            sync_check,
+        )
+
+        return Monitor(
+            self.config.monitoring_config,
+            self.clock,
+            settings=self.config.monitoring,
+            store=SqlMonitorStore(self.store.backend),
+            resources=default_resources(self.paths.root),
+            runtime_metrics=self.runtime_metrics,
+            builtins={
+                "database": database_check(self.store.backend),
+                "scheduler": scheduler_check(self.scheduler.next_deadline, self.clock),
+                "sync": sync_check(self.sync_failures),
+            },
+            send_metrics=self._send_to_central("metrics"),
+            send_notification=self._send_to_central("alerts"),
+            is_online=lambda: self.online,
+            cleanup_tmp=self.files.cleanup_tmp,
+            restart_sync=self.restart_sync,
+        )
+
+    def _send_to_central(self, what: str) -> Any:
+        def send(payload: Any) -> None:
+            if self.sync is None:
+                # Nothing is lost: the monitor keeps it queued until a sync manager sends it.
+                raise EdgeError(f"no sync manager attached; {what} stay queued")
+            self.sync.post_json(f"/api/{what}", payload)
+
+        return send
+
+    def sync_failures(self) -> int:
+        """Consecutive failed sync attempts (the monitor's sync_failures metric)."""
+        return int(self.sync.failures()) if self.sync is not None else 0
+
+    def restart_sync(self) -> None:
+        """The restart_sync alert action."""
+        if self.sync is not None:
+            self.sync.restart()
+
+    def runtime_metrics(self) -> dict[str, float]:
+        """The runtime's own metrics for the monitor."""
+        counts = {
+            f"runs_{status}": float(self.store.backend.count("workflow_executions", {"status": s}))
+            for status, s in (
+                ("queued", "queued"),
+                ("running", "running"),
+                ("succeeded", "succeeded"),
+                ("failed", "failed"),
+                ("cancelled", "cancelled"),
+            )
+        }
+        counts["queue_depth"] = counts["runs_queued"]
+        counts["sync_failures"] = float(self.sync_failures())
+        counts["step_latency"] = self.engine.step_latency()
+        return counts
 
     def probe_link(self) -> bool:
         """Check whether central (sync.central_url) is reachable; sets ``online``."""

@@ -3,7 +3,9 @@
 =======  ==============================  ==========  =========================================
 method   path                            permission  answer
 =======  ==============================  ==========  =========================================
-GET      /health                         read        ``{"status": "ok", "version": ...}``
+GET      /health                         read        ``{"status": "ok", "version": ...}`` + checks
+GET      /alerts                         read        each alert rule and its state
+GET      /metrics                        read        Prometheus text exposition
 GET      /status                         read        runtime status (storage, runs, backups)
 GET      /workflows                      read        stored workflows
 POST     /workflows                      write       add or replace a definition (YAML/JSON)
@@ -116,8 +118,22 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
     reads = _Reads(stores)
     r.close_hooks.append(stores.close)
 
-    def health(_: Request) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+    def health(_: Request) -> Response:
+        # "ok" while healthy (or before the first checks ran); 503 once unhealthy, so a
+        # load balancer or systemd watchdog sees it without parsing the body.
+        view = dict(runtime.monitor.status()) if runtime.monitor is not None else {}
+        overall = view.pop("status", "healthy")
+        status = "ok" if overall in ("healthy", "starting") else overall
+        body = {"status": status, "health": overall, "version": __version__, **view}
+        return Response(503 if overall == "unhealthy" else 200, body)
+
+    def alerts(_: Request) -> list[dict[str, Any]]:
+        return list(runtime.monitor.alerts_view())
+
+    def metrics(_: Request) -> Response:
+        from edge_min.monitor import PROMETHEUS_CONTENT_TYPE
+
+        return Response(200, runtime.monitor.prometheus(), content_type=PROMETHEUS_CONTENT_TYPE)
 
     def status(_: Request) -> dict[str, Any]:
         return dict(_on_loop(runtime, runtime.status))
@@ -195,6 +211,8 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
 
     r.add("GET", "/health", health, permission="read")
     r.add("GET", "/status", status, permission="read")
+    r.add("GET", "/alerts", alerts, permission="read")
+    r.add("GET", "/metrics", metrics, permission="read")
     r.add("GET", "/workflows", workflows, permission="read")
     r.add("POST", "/workflows", add_workflow, permission="write")
     r.add("GET", "/workflows/{name}", workflow, permission="read")

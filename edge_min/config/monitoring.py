@@ -98,18 +98,16 @@ class AlertSpec:
 
 
 def default_health_checks() -> tuple[HealthCheckSpec, ...]:
-    """The spec's three health checks."""
+    """The spec's three health checks, as built-in checks that work on any device.
+
+    The spec's shell commands (systemctl, sqlite3 on /data/..., curl) assume a packaged
+    install; with no monitoring file the same checks run built in, so a fresh data
+    directory is healthy when it is. A file may still name the spec's commands.
+    """
     return (
-        HealthCheckSpec("service_status", 300.0, "systemctl is-active meta-agent-edge", 5.0),
-        HealthCheckSpec(
-            "database_check", 600.0, "sqlite3 /data/meta-agent-edge.db 'SELECT 1;'", 5.0
-        ),
-        HealthCheckSpec(
-            "sync_check",
-            1800.0,
-            "curl -s http://localhost:8000/sync/status | grep -q 'success'",
-            10.0,
-        ),
+        HealthCheckSpec("service_status", 300.0, "builtin:scheduler", 5.0),
+        HealthCheckSpec("database_check", 600.0, "builtin:database", 5.0),
+        HealthCheckSpec("sync_check", 1800.0, "builtin:sync", 10.0),
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, pa
 log = logging.getLogger("edge_min.engine")
 
 QUEUE_RESCAN_SECONDS = 0.5
+LATENCY_WINDOW = 200  # steps averaged for the step_latency metric
 MAX_ROUNDS = 64  # rounds of collect/commit/start in one poll when calls finish inline
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 FINISHED_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
@@ -190,6 +192,7 @@ class Engine:
         self._step_rows: set[str] = set()  # agent_executions rows known to exist
         self._maybe_queued = True
         self._last_queue_scan = float("-inf")
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)  # recent step seconds
 
     # -- workflows and submissions -------------------------------------------------------
 
@@ -353,10 +356,12 @@ class Engine:
             f = self._inflight.pop(key)
             f.run.inflight -= 1
             st = f.run.steps[f.step.id]
+            took = self.clock.monotonic() - f.started
+            self._latencies.append(took)
             metrics: dict[str, Any] = {
                 "step": f.step.id,
                 "attempt": st.attempt,
-                "duration_ms": round((self.clock.monotonic() - f.started) * 1000, 3),
+                "duration_ms": round(took * 1000, 3),
             }
             try:
                 output = f.handle.result()
@@ -641,6 +646,10 @@ class Engine:
     def inflight(self) -> int:
         """How many steps are running now."""
         return len(self._inflight)
+
+    def step_latency(self) -> float:
+        """Mean seconds of the last steps that finished (0 before any)."""
+        return sum(self._latencies) / len(self._latencies) if self._latencies else 0.0
 
     def next_wakeup(self) -> float | None:
         """The wall time of the earliest retry, or None if nothing waits on time."""

@@ -69,7 +69,8 @@ def call(
             status, raw, got = resp.status, resp.read(), dict(resp.headers)
     except urllib.error.HTTPError as err:
         status, raw, got = err.code, err.read(), dict(err.headers)
-    return status, json.loads(raw) if raw else None, got
+    is_json = got.get("Content-Type", "").startswith("application/json")
+    return status, (json.loads(raw) if is_json else raw.decode()) if raw else None, got
 
 
 def retag(token: str, role: str) -> str:
