@@ -197,8 +197,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge_min.api.auth import install_authorizer
 
         router = build_router(runtime)
-        install_authorizer(router, runtime)
-        server = ApiServer(router, host, port, config.api.max_request_bytes)
+        authn = config.security_config.access_control.authentication
+        install_authorizer(router, runtime, cert_roles=authn.certificate_roles)
+        ssl_context = None
+        if config.api.tls:
+            from edge_min.security.tls import context_from_config
+
+            # Callers may present a certificate (mapped to a role) or a bearer token.
+            ssl_context = context_from_config(
+                config.security_config, role="server", require_client_cert=False
+            )
+        server = ApiServer(
+            router, host, port, config.api.max_request_bytes, ssl_context=ssl_context
+        )
         server.start()
         bound_host, bound_port = server.address
         # Where this runtime answers, for CLI commands on the same data directory.
@@ -206,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             json.dumps({"pid": os.getpid(), "url": f"{server.scheme}://{bound_host}:{bound_port}"})
         )
         print(
-            f"{PROG} {__version__}: data in {paths.root}, API on http://{bound_host}:{bound_port}",
+            f"{PROG} {__version__}: data in {paths.root}, API on {server.scheme}://{bound_host}:{bound_port}",
             flush=True,
         )
         while not stopping:

@@ -93,6 +93,9 @@ class ApiConfig:
     port: int = 8000
     health_open: bool = True
     max_request_bytes: int = 1 * MB
+    # HTTPS with the certificate of edge-security.yaml's encryption.communication; a client
+    # certificate, when presented, is verified and mapped to a role (certificate_roles).
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ _MONITORING_KEYS = (
     "health_check_interval",
     "resource_check_interval",
 )
-_API_KEYS = ("host", "port", "health_open", "max_request_bytes")
+_API_KEYS = ("host", "port", "health_open", "max_request_bytes", "tls")
 _INCLUDE_KEYS = ("sync", "monitoring", "security")
 
 
@@ -231,6 +234,7 @@ def parse_api(r: Reader, data: dict[str, Any]) -> ApiConfig:
         port=r.integer(d, "port", p, dflt.port, minimum=0, maximum=65535),
         health_open=r.boolean(d, "health_open", p, dflt.health_open),
         max_request_bytes=r.size(d, "max_request_bytes", p, dflt.max_request_bytes, minimum=1),
+        tls=r.boolean(d, "tls", p, dflt.tls),
     )
 
 

@@ -58,6 +58,8 @@ class AuthenticationConfig:
 
     method: str = "certificate"
     token_expiry: float = DAY
+    # extension: client certificate CN -> role, for callers of the local API over TLS
+    certificate_roles: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ _ENC_KEYS = ("storage", "communication")
 _STORAGE_KEYS = ("enabled", "algorithm", "key_rotation_days")
 _COMM_KEYS = ("enabled", "protocol", "certificate_path", "key_path", "ca_path")
 _AC_KEYS = ("authentication", "authorization")
-_AUTHN_KEYS = ("method", "token_expiry")
+_AUTHN_KEYS = ("method", "token_expiry", "certificate_roles")
 _AUTHZ_KEYS = ("default_policy", "roles")
 _ROLE_KEYS = ("name", "permissions")
 _ATTEST_KEYS = ("enabled", "method", "interval", "server")
@@ -198,7 +200,31 @@ def _access_control(r: Reader, data: dict[str, Any]) -> AccessControlConfig:
         default_policy=r.enum(d, "default_policy", p, dz.default_policy, POLICIES),
         roles=roles,
     )
+    authn = _certificate_roles(r, ac, authn, {role.name for role in roles})
     return AccessControlConfig(authentication=authn, authorization=authz)
+
+
+def _certificate_roles(
+    r: Reader, ac: dict[str, Any], authn: AuthenticationConfig, roles: set[str]
+) -> AuthenticationConfig:
+    raw = (ac.get("authentication") or {}).get("certificate_roles")
+    if raw is None:
+        return authn
+    p = "access_control.authentication.certificate_roles"
+    if not isinstance(raw, dict):
+        r.fail(p, f"expected a mapping of certificate CN to role, got {raw!r}", raw)
+        return authn
+    mapping: dict[str, str] = {}
+    for cn, role in raw.items():
+        if not isinstance(role, str) or role not in roles:
+            r.fail(
+                join(p, str(cn)),
+                f"role {role!r} is not one of the configured roles ({', '.join(sorted(roles))})",
+                role,
+            )
+            continue
+        mapping[str(cn)] = role
+    return AuthenticationConfig(authn.method, authn.token_expiry, mapping)
 
 
 def _roles(r: Reader, d: dict[str, Any], p: str) -> tuple[Role, ...]:
