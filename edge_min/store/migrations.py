@@ -46,7 +46,10 @@ MIGRATIONS: list[Migration] = [
         CREATE TABLE schedule_state (job_id TEXT PRIMARY KEY, last_run_at REAL, next_run_at REAL);
         """,
     ),
-    (3, "monitor: metrics buffer, alert states, notification outbox", """
+    (
+        3,
+        "monitor: metrics buffer, alert states, notification outbox",
+        """
 -- Metric samples waiting for upload to central; seq orders them (oldest dropped first).
 CREATE TABLE metrics_buffer (
     seq INTEGER PRIMARY KEY,
@@ -75,7 +78,63 @@ CREATE TABLE monitor_outbox (
     sent_at REAL
 );
 CREATE INDEX idx_monitor_outbox_sent_at ON monitor_outbox(sent_at);
-"""),
+""",
+    ),
+    (
+        4,
+        "sync: change log, row versions, cursors, conflicts",
+        """
+-- Local changes of the synced tables, written in the same transaction as the change; seq is
+-- the per-node sequence number (the HLC as an integer, so it never repeats after a reset).
+CREATE TABLE sync_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    hlc TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+-- Readers scan an entity's pending changes in seq order; no index by row on purpose: it
+-- would make every tracked write pay a random b-tree insert (the engine's hot path).
+CREATE INDEX idx_sync_changes_entity_seq ON sync_changes(entity, seq);
+-- Each synced row's version metadata as of its last sync point (changes since are in
+-- sync_changes); base_field_hlcs are central's field HLCs at central_version (merge's base).
+CREATE TABLE sync_rows (
+    entity TEXT,
+    entity_id TEXT,
+    hlc TEXT NOT NULL,
+    field_hlcs TEXT NOT NULL,
+    central_version INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    base_field_hlcs TEXT,
+    PRIMARY KEY (entity, entity_id)
+);
+-- Per entity: how far pushes (local seq) and pulls (central version) have got, and health.
+CREATE TABLE sync_cursors (
+    entity TEXT PRIMARY KEY,
+    push_seq INTEGER NOT NULL DEFAULT 0,
+    pull_version INTEGER NOT NULL DEFAULT 0,
+    last_attempt TEXT,
+    last_success TEXT,
+    last_error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0
+);
+-- Conflicts left to a person (manual policy); the row is held until resolved.
+CREATE TABLE sync_conflicts (
+    id TEXT PRIMARY KEY,
+    entity TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    edge_row TEXT,
+    central_row TEXT,
+    central_version INTEGER,
+    detected_at TEXT NOT NULL,
+    resolved_at TEXT,
+    resolution TEXT
+);
+CREATE INDEX idx_sync_conflicts_open ON sync_conflicts(entity, entity_id, resolved_at);
+""",
+    ),
 ]
 
 

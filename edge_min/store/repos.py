@@ -2,6 +2,10 @@
 
 Every ``create``/``update`` stamps ``updated_at`` (tables that have it) and sets
 ``sync_status='pending'`` (tables that have it), so the sync client finds every local change.
+The four synced repositories also log each write (create, update, set, add, their batch forms,
+delete) through ``edge_min.sync.tracker.ChangeTracker`` in the same transaction as the write:
+one ``sync_changes`` row per row written, one insert_many per batch. ``mark_synced`` and
+``apply_remote`` are sync's own writes and are not logged.
 Timestamps come from the injected ``Clock`` as ``clock.iso`` text (sortable UTC).
 
 JSON columns are stored as compact JSON text and given/returned as Python values:
@@ -16,12 +20,15 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_min.clock import Clock, SystemClock, iso
 from edge_min.errors import NotFound, StorageError
 from edge_min.store.base import Le, Lt, Row, Storage, Where
 from edge_min.store.tables import TABLES
+
+if TYPE_CHECKING:
+    from edge_min.sync.tracker import ChangeTracker
 
 # Set only by the repositories themselves, never through update(**changes).
 _MANAGED = frozenset({"id", "created_at", "updated_at", "sync_status", "last_synced_at"})
@@ -81,12 +88,27 @@ class Repo:
     table: ClassVar[str]
     json_columns: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, db: Storage, clock: Clock) -> None:
+    def __init__(self, db: Storage, clock: Clock, changes: ChangeTracker | None = None) -> None:
         self.db = db
         self.clock = clock
         cols = TABLES[self.table].column_names
         self._stamps_updated = "updated_at" in cols
         self._tracks_sync = "sync_status" in cols
+        # The change log hook (None: this table is not synced, or tracking is off).
+        self.changes = changes if self._tracks_sync else None
+        self._all_fields = '["*"]'  # a new row: every column changed (tracker.ALL_FIELDS)
+        self._fields_cache: dict[tuple[str, ...], str] = {}
+
+    def _fields(self, changes: Mapping[str, Any]) -> str:
+        """The JSON list of columns an update changes (``updated_at`` included), cached."""
+        key = tuple(changes)
+        text = self._fields_cache.get(key)
+        if text is None:
+            names = list(key)
+            if self._stamps_updated and "updated_at" not in names:
+                names.append("updated_at")
+            text = self._fields_cache[key] = _dumps(names)
+        return text
 
     def _now(self, at: float | None = None) -> str:
         return iso(self.clock.time() if at is None else at)
@@ -121,8 +143,28 @@ class Repo:
             row["id"] = new_id()
         if self._stamps_updated:
             row.setdefault("created_at", self._now())
-        self.db.insert(self.table, self._stamp(self._encode(row)))
+        self._insert_logged(self._stamp(self._encode(row)))
         return self.require(row["id"])
+
+    def _insert_logged(self, data: Row) -> None:
+        tracker = self.changes
+        if tracker is None:
+            self.db.insert(self.table, data)
+            return
+        with tracker.transaction():
+            self.db.insert(self.table, data)
+            tracker.record(self.table, "upsert", [data["id"]], self._all_fields)
+
+    def _update_logged(self, id: str, changes: Mapping[str, Any]) -> int:
+        data = self._stamp(self._encode(changes))
+        tracker = self.changes
+        if tracker is None:
+            return self.db.update(self.table, {"id": id}, data)
+        with tracker.transaction():
+            n = self.db.update(self.table, {"id": id}, data)
+            if n:
+                tracker.record(self.table, "upsert", [id], self._fields(changes))
+        return n
 
     def _select(
         self, where: Where | None = None, order_by: tuple[str, ...] = (), limit: int | None = None
@@ -153,14 +195,14 @@ class Repo:
     def update(self, id: str, /, **changes: Any) -> Row:
         """Change columns of one row, stamp it pending; the updated row (``NotFound`` if none)."""
         self._refuse_managed(changes)
-        if not self.db.update(self.table, {"id": id}, self._stamp(self._encode(changes))):
+        if not self._update_logged(id, changes):
             raise NotFound(f"no {self.table} row with id {id!r}")
         return self.require(id)
 
     def set(self, id: str, /, **changes: Any) -> bool:
         """``update`` without reading the row back (the engine's hot path); whether it existed."""
         self._refuse_managed(changes)
-        return bool(self.db.update(self.table, {"id": id}, self._stamp(self._encode(changes))))
+        return bool(self._update_logged(id, changes))
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Insert a full row without reading it back (the engine's hot path)."""
@@ -169,7 +211,7 @@ class Repo:
             row["id"] = new_id()
         if self._stamps_updated:
             row.setdefault("created_at", self._now())
-        self.db.insert(self.table, self._stamp(self._encode(row)))
+        self._insert_logged(self._stamp(self._encode(row)))
 
     def set_many(self, changes: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
         """``set`` for many (id, changes) pairs in one batch, in order; how many rows existed.
@@ -182,13 +224,26 @@ class Repo:
             stamp["updated_at"] = self._now()
         if self._tracks_sync:
             stamp["sync_status"] = "pending"
+        tracker = self.changes
+        fields: list[str] = []
         for id, change in changes:
             self._refuse_managed(change)
+            if tracker is not None:
+                fields.append(self._fields(change))
             row = self._encode(change)
             row.update(stamp)
             row["id"] = id
             rows.append(row)
-        return self.db.update_many(self.table, "id", rows) if rows else 0
+        if not rows:
+            return 0
+        if tracker is None:
+            return self.db.update_many(self.table, "id", rows)
+        # An id that matches no row logs a change too (update_many counts, it does not say
+        # which); the sync side skips changes of rows that do not exist.
+        with tracker.transaction():
+            n = self.db.update_many(self.table, "id", rows)
+            tracker.record(self.table, "upsert", [r["id"] for r in rows], fields)
+        return n
 
     def add_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """``add`` for many rows in one batch, all or nothing; they share one timestamp."""
@@ -204,12 +259,26 @@ class Repo:
             if self._tracks_sync:
                 row["sync_status"] = "pending"
             out.append(row)
-        if out:
+        if not out:
+            return
+        tracker = self.changes
+        if tracker is None:
             self.db.insert_many(self.table, out)
+            return
+        with tracker.transaction():
+            self.db.insert_many(self.table, out)
+            tracker.record(self.table, "upsert", [r["id"] for r in out], self._all_fields)
 
     def delete(self, id: str) -> bool:
-        """Delete one row; whether it existed."""
-        return self.db.delete(self.table, {"id": id}) > 0
+        """Delete one row (a synced table keeps a tombstone for sync); whether it existed."""
+        tracker = self.changes
+        if tracker is None:
+            return self.db.delete(self.table, {"id": id}) > 0
+        with tracker.transaction():
+            if not self.db.delete(self.table, {"id": id}):
+                return False
+            tracker.record_delete(self.table, id)
+        return True
 
     def pending(self, limit: int | None = None) -> list[Row]:
         """Rows changed locally and not yet synced, oldest change first."""
@@ -474,10 +543,14 @@ class Store:
     def __init__(self, backend: Storage, clock: Clock | None = None) -> None:
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
-        self.workflows = WorkflowRepo(backend, self.clock)
-        self.executions = ExecutionRepo(backend, self.clock)
-        self.agents = AgentRepo(backend, self.clock)
-        self.agent_executions = AgentExecutionRepo(backend, self.clock)
+        # Imported here: sync sits above the store, and only a Store wires the hook in.
+        from edge_min.sync.tracker import ChangeTracker
+
+        self.changes = ChangeTracker(backend, self.clock)
+        self.workflows = WorkflowRepo(backend, self.clock, self.changes)
+        self.executions = ExecutionRepo(backend, self.clock, self.changes)
+        self.agents = AgentRepo(backend, self.clock, self.changes)
+        self.agent_executions = AgentExecutionRepo(backend, self.clock, self.changes)
         self.sync_log = SyncLogRepo(backend, self.clock)
         self.meta = MetaRepo(backend)
         self.schedule = ScheduleStateRepo(backend)

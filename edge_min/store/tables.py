@@ -211,6 +211,60 @@ TABLES: dict[str, Table] = {
                 Column("sent_at", "REAL"),
             ),
         ),
+        # Migration 4: sync change tracking (edge_min.sync.changes).
+        Table(
+            "sync_changes",
+            (
+                Column("seq", "INTEGER"),
+                _tn("entity"),
+                _tn("entity_id"),
+                _tn("op"),
+                _tn("hlc"),
+                _tn("fields"),
+                _tn("at"),
+            ),
+            primary_key=("seq",),
+        ),
+        Table(
+            "sync_rows",
+            (
+                _t("entity"),
+                _t("entity_id"),
+                _tn("hlc"),
+                _tn("field_hlcs"),
+                Column("central_version", "INTEGER"),
+                Column("deleted", "INTEGER", True, 0),
+                _t("base_field_hlcs"),
+            ),
+            primary_key=("entity", "entity_id"),
+        ),
+        Table(
+            "sync_cursors",
+            (
+                _t("entity"),
+                Column("push_seq", "INTEGER", True, 0),
+                Column("pull_version", "INTEGER", True, 0),
+                _t("last_attempt"),
+                _t("last_success"),
+                _t("last_error"),
+                Column("failures", "INTEGER", True, 0),
+            ),
+            primary_key=("entity",),
+        ),
+        Table(
+            "sync_conflicts",
+            (
+                _t("id"),
+                _tn("entity"),
+                _tn("entity_id"),
+                _t("edge_row"),
+                _t("central_row"),
+                Column("central_version", "INTEGER"),
+                _tn("detected_at"),
+                _t("resolved_at"),
+                _t("resolution"),
+            ),
+        ),
     )
 }
 
