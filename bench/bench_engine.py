@@ -43,6 +43,7 @@ from edge_min.agents.registry import AgentRegistry
 from edge_min.clock import SystemClock
 from edge_min.store import MemoryStore, Storage, Store, open_sqlite
 from edge_min.store.base import Where
+from edge_min.store.tables import TABLES
 from edge_min.workflows.engine import Engine, InlineDispatcher, Limits
 
 STEPS_PER_RUN = 5
@@ -349,7 +350,9 @@ def plain_python_replay(
             cols = tuple(c for c in json_columns.get(table, ()) if values.get(c) is not None)
             for c in cols:  # the baseline gets Python values and must encode them itself
                 values[c] = json.loads(values[c])
-            key = values["id"] if kind == "insert" else op[2]["id"]
+            pk = TABLES[table].primary_key
+            source = values if kind == "insert" else op[2]
+            key = tuple(source[c] for c in pk)
             plan.append((kind, tables.setdefault(table, {}), key, values, cols))
     dumps = json.dumps
 
@@ -361,7 +364,7 @@ def plain_python_replay(
             if kind == "insert":
                 rows[key] = new
             else:
-                rows[key].update(new)
+                rows.setdefault(key, {}).update(new)
 
     return timed(replay)
 
@@ -373,7 +376,7 @@ def memory_once(runs: int, concurrency: int) -> dict[str, float]:
         store = Store(rec, SystemClock())
         engine = prepare(store, Path(tmp) / "work", runs, concurrency)
         before = {
-            t: {r["id"]: r for r in rec.inner.select(t)}
+            t: {(r["id"],): r for r in rec.inner.select(t)}
             for t in ("workflows", "agents", "workflow_executions", "agent_executions")
         }
         rec.recording = True
