@@ -392,7 +392,12 @@ class SyncState:
                 status, current = result.get("status"), result.get("current")
                 if status == "accepted":
                     report.accepted += 1
-                    settled = all(ch["seq"] <= batch.upto_seq for ch in changes)
+                    # The item carried the row as it was when the batch was cut, so every
+                    # change up to the item's HLC is in it, even past upto_seq: drop those,
+                    # or the same write would be pushed again. Later edits stay pending.
+                    covered = [ch for ch in changes if str(ch["hlc"]) <= str(item["hlc"])]
+                    self._drop([ch for ch in covered if ch["seq"] > batch.upto_seq])
+                    settled = len(covered) == len(changes)
                     self._accepted(entity, item, int(result["version"]), settled, now)
                     continue
                 state = self.edge_state(entity, eid, changes)

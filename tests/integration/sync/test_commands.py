@@ -1,0 +1,84 @@
+"""The `edge-min sync` command functions against a real central: run, status, conflicts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_min.config import load_config
+from edge_min.config.sync import NetworkPolicy, SyncConfig
+from edge_min.errors import NotFound
+from edge_min.runtime import Paths
+from edge_min.store import open_store
+from edge_min.sync import commands
+from edge_min.sync.commands import ProgressPrinter, load_sync_key
+from tests.integration.sync.helpers import start_central
+
+
+def _setup(tmp_path: Path, url: str, *, encryption: bool = False) -> tuple[object, Paths]:
+    base = load_config(None)
+    config = replace(
+        base,
+        sync=replace(base.sync, central_url=url),
+        sync_config=SyncConfig(network=NetworkPolicy(max_bandwidth=0, encryption=encryption)),
+    )
+    return config, Paths(root=tmp_path / "edge", db=tmp_path / "edge" / "edge.db")
+
+
+def test_sync_run_status_and_conflicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = start_central(tmp_path / "central.db")
+    try:
+        config, paths = _setup(tmp_path, server.url)
+        paths.root.mkdir(parents=True)
+        with open_store(paths.db) as store:
+            store.agents.create("a1", "python", {"entry": "x:y"}, "1")
+        args = argparse.Namespace(now=True, entity=["agents"], json=False)
+        assert commands.sync_run(args, config, paths) == 0
+        out = capsys.readouterr()
+        assert "agents: pushed 1 (accepted 1" in out.out
+        assert "push agents: 1/1" in out.err  # not a TTY: plain progress lines
+        assert commands.sync_status(argparse.Namespace(), config, paths) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["status"] == "success" and doc["entities"]["agents"]["pending"] == 0
+        assert doc["node"].startswith("edge-")
+        assert commands.sync_conflicts(argparse.Namespace(json=False), config, paths) == 0
+        assert "no unresolved conflicts" in capsys.readouterr().out
+        with pytest.raises(NotFound, match="sync conflicts"):
+            commands.sync_resolve(argparse.Namespace(id="nope", take="edge"), config, paths)
+    finally:
+        server.stop()
+
+
+def test_sync_run_fails_with_exit_1_when_central_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, paths = _setup(tmp_path, "http://127.0.0.1:9")
+    args = argparse.Namespace(now=True, entity=None, json=True)
+    assert commands.sync_run(args, config, paths) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and "refused" in report["entities"]["agents"]["error"]
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    import io
+
+    buf = io.StringIO()
+    bar = ProgressPrinter(buf, tty=True)
+    bar("agents", "push", 10, 40)
+    bar.finish()
+    assert "[#######" in buf.getvalue() and "10/40" in buf.getvalue()
+
+
+def test_the_sync_key_is_made_once_and_kept(tmp_path: Path) -> None:
+    key = load_sync_key(tmp_path)
+    assert len(key) == 32 and load_sync_key(tmp_path) == key
+    assert (tmp_path / "keys" / "sync.key").stat().st_mode & 0o077 == 0
+    (tmp_path / "keys" / "sync.key").write_bytes(b"short")
+    from edge_min.sync.errors import SyncKeyError
+
+    with pytest.raises(SyncKeyError, match="32 raw bytes"):
+        load_sync_key(tmp_path)
