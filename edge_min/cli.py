@@ -190,7 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         dispatcher = ThreadDispatcher(
             max_workers=max(4, config.runtime.max_concurrent_workflows), on_done=waiter.set
         )
-        runtime = Runtime(config, paths, dispatcher=dispatcher).open()
+        from edge_min.platform.threads import ThreadWorkerPool
+
+        sync_worker = ThreadWorkerPool(1, name="edge-sync")
+        runtime = Runtime(config, paths, dispatcher=dispatcher, sync_worker=sync_worker).open()
         runtime.wake = waiter.set
         host = args.host or config.api.host
         port = config.api.port if args.port is None else args.port
@@ -482,6 +485,28 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return token_revoke(args)
 
 
+def _sync_command(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from edge_min.sync import commands
+
+        config, paths = _context(args)
+        if name == "sync_run":
+            lock = DataDirLock(paths.lock)
+            if not lock.acquire():
+                raise RuntimeBusy(
+                    f"edge-min run (pid {lock.holder()}) syncs {paths.root} on its schedule; "
+                    "stop it to sync by hand, or watch GET /sync/status"
+                )
+            try:
+                return int(commands.sync_run(args, config, paths))
+            finally:
+                lock.release()
+        return int(getattr(commands, name)(args, config, paths))
+
+    run.__doc__ = f"edge-min {name.replace('_', ' ')}"
+    return run
+
+
 def cmd_central_serve(args: argparse.Namespace) -> int:
     """Serve the reference central platform until SIGTERM."""
     from edge_min.central.cli import run
@@ -556,6 +581,30 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
     ),
     (("agent", "list"), cmd_agent_list, "list agents", "edge-min agent list"),
     (
+        ("sync", "now"),
+        _sync_command("sync_run"),
+        "sync with central now (push and pull), with progress and a summary",
+        "edge-min sync now --entity workflows",
+    ),
+    (
+        ("sync", "status"),
+        _sync_command("sync_status"),
+        "show each entity's last sync attempt, success, pending count and error",
+        "edge-min sync status",
+    ),
+    (
+        ("sync", "conflicts"),
+        _sync_command("sync_conflicts"),
+        "list conflicts waiting for a decision (manual policy)",
+        "edge-min sync conflicts",
+    ),
+    (
+        ("sync", "resolve"),
+        _sync_command("sync_resolve"),
+        "settle a conflict by taking the edge's or central's version",
+        "edge-min sync resolve 3f2a... --take central",
+    ),
+    (
         ("central", "serve"),
         cmd_central_serve,
         "serve the reference central platform (sync, devices, alerts, metrics)",
@@ -614,6 +663,16 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
         p.add_argument("id", help="the execution id")
     elif path == ("agent", "show"):
         p.add_argument("name", help="the agent's name")
+    elif path[0] == "sync":
+        from edge_min.sync import commands
+
+        adder = {
+            "now": commands.add_run_arguments,
+            "status": commands.add_status_arguments,
+            "conflicts": commands.add_conflicts_arguments,
+            "resolve": commands.add_resolve_arguments,
+        }[path[1]]
+        adder(p)
     elif path == ("central", "serve"):
         from edge_min.central.cli import add_arguments as add_central_arguments
 
@@ -661,9 +720,16 @@ def build_parser() -> argparse.ArgumentParser:
                 group = top.add_parser(
                     path[0], help=f"{path[0]} commands", epilog=f"example: {example}"
                 )
+                # `edge-min sync [--now] [--entity E]` syncs; its subcommands are extras.
+                bare = path[0] == "sync"
                 groups[path[0]] = group.add_subparsers(
-                    dest="subcommand", metavar="SUBCOMMAND", required=True
+                    dest="subcommand", metavar="SUBCOMMAND", required=not bare
                 )
+                if bare:
+                    from edge_min.sync.commands import add_run_arguments
+
+                    add_run_arguments(group)
+                    group.set_defaults(func=_sync_command("sync_run"))
             sub = groups[path[0]]
         p = sub.add_parser(
             path[-1], help=summary, description=summary + ".", epilog=f"example: {example}"

@@ -100,6 +100,8 @@ class Runtime:
         clock: Clock | None = None,
         platform: Any = None,
         dispatcher: Any = None,
+        sync_worker: Any = None,
+        sync: bool = True,
     ) -> None:
         self.config = config
         self.paths = paths
@@ -120,6 +122,8 @@ class Runtime:
         self._calls: deque[tuple[Callable[[], Any], Any]] = deque()
         self.wake: Callable[[], object] = lambda: None
         self.threaded = dispatcher is not None
+        self._sync_worker = sync_worker
+        self._sync_enabled = sync
         # Whether central answered the last link probe; offline_mode decides what it means.
         self.online = config.runtime.offline_mode != "always"
 
@@ -159,6 +163,8 @@ class Runtime:
             log.info("resumed %d unfinished run(s)", resumed)
         self.scheduler = Scheduler(self.clock, store=StoreScheduleState(self.store.schedule))
         self.monitor = self._make_monitor()
+        if self._sync_enabled:
+            self.sync = self._make_sync()
         self._schedule_core_jobs()
         self.refresh_triggers()
         return self
@@ -187,10 +193,14 @@ class Runtime:
             finally:
                 self.scheduler.release(due, error)
         self.engine.poll()
+        if self.sync is not None:
+            self.sync.tick(mono)
         wait = QUEUE_POLL_SECONDS
         nxt = self.scheduler.next_deadline()
         if nxt is not None:
             wait = min(wait, max(0.0, nxt - mono))
+        if self.sync is not None and (due := self.sync.next_deadline()) is not None:
+            wait = min(wait, max(0.0, due - mono))
         retry = self.engine.next_wakeup()
         if retry is not None:
             wait = min(wait, max(0.0, retry - self.clock.time()))
@@ -257,6 +267,26 @@ class Runtime:
             restart_sync=self.restart_sync,
         )
 
+    def _make_sync(self) -> Any:
+        """The sync manager for sync.central_url, on the sync worker with its own store."""
+        from edge_min.store import open_store
+        from edge_min.sync.commands import build_manager
+        from edge_min.sync.link import SyncLink
+
+        def build() -> Any:
+            store = self.store
+            if self._sync_worker is not None:  # a connection of the worker's own
+                store = open_store(
+                    str(self.paths.db),
+                    synchronous=self.config.storage.synchronous,
+                    clock=self.clock,
+                )
+            manager = build_manager(self.config, self.paths, store, clock=self.clock)
+            manager.link_changed(self.online)
+            return manager
+
+        return SyncLink(build, self._sync_worker)
+
     def _send_to_central(self, what: str) -> Any:
         def send(payload: Any) -> None:
             if self.sync is None:
@@ -309,6 +339,8 @@ class Runtime:
         )
         if was != self.online:
             log.info("link to central %s is %s", url.netloc, "up" if self.online else "down")
+            if self.sync is not None:
+                self.sync.link_changed(self.online)
         return self.online
 
     def refresh_triggers(self) -> None:

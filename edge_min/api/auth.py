@@ -12,8 +12,9 @@ comes from ``access_control.authorization``: each role's permissions, and
   401, so ``allow`` never opens the API to anonymous clients.
 
 401 answers carry codes ``unauthorized`` (no credentials), ``token_invalid``,
-``token_expired`` or ``token_revoked``; 403 answers carry ``forbidden``. ``GET /health`` is
-open without credentials when ``api.health_open`` is true.
+``token_expired`` or ``token_revoked``; 403 answers carry ``forbidden``. ``GET /health`` and
+``GET /sync/status`` are open without credentials when ``api.health_open`` is true (the spec's
+own health check curls /sync/status without a token).
 
 This module also holds the ``edge-min token issue|revoke`` command functions.
 """
@@ -46,6 +47,10 @@ CERT_PREFIX = "cert:"
 # Proposed config key for the certificate → role map (not in the spec's schema yet).
 CERT_ROLES_KEY = "access_control.authentication.certificate_roles"
 _TOKEN_HINT = "get one with `edge-min token issue --role ROLE`"
+
+
+# Read-only status routes a device's own health checks call without a token.
+OPEN_PATHS = frozenset({"/health", "/sync/status"})
 
 
 class AuthError(ApiError):
@@ -105,7 +110,7 @@ class TokenAuthorizer:
 
     def authorize(self, request: Request, permission: str) -> None:
         """Return if the caller's role holds ``permission``; raise AuthError 401/403 otherwise."""
-        if self.health_open and permission == "read" and request.path == "/health":
+        if self.health_open and permission == "read" and request.path in OPEN_PATHS:
             return
         role, who = self.identify(request)
         granted = self.permissions.get(role)

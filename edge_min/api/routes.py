@@ -5,6 +5,7 @@ method   path                            permission  answer
 =======  ==============================  ==========  =========================================
 GET      /health                         read        ``{"status": "ok", "version": ...}`` + checks
 GET      /alerts                         read        each alert rule and its state
+GET      /sync/status                    read        ``status``: success|failed|running|never
 GET      /metrics                        read        Prometheus text exposition
 GET      /status                         read        runtime status (storage, runs, backups)
 GET      /workflows                      read        stored workflows
@@ -127,6 +128,11 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
         body = {"status": status, "health": overall, "version": __version__, **view}
         return Response(503 if overall == "unhealthy" else 200, body)
 
+    def sync_status(_: Request) -> dict[str, Any]:
+        if runtime.sync is None:
+            return {"status": "never", "entities": {}, "enabled": False}
+        return dict(runtime.sync.status())
+
     def alerts(_: Request) -> list[dict[str, Any]]:
         return list(runtime.monitor.alerts_view())
 
@@ -212,6 +218,7 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
     r.add("GET", "/health", health, permission="read")
     r.add("GET", "/status", status, permission="read")
     r.add("GET", "/alerts", alerts, permission="read")
+    r.add("GET", "/sync/status", sync_status, permission="read")
     r.add("GET", "/metrics", metrics, permission="read")
     r.add("GET", "/workflows", workflows, permission="read")
     r.add("POST", "/workflows", add_workflow, permission="write")

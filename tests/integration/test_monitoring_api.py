@@ -1,4 +1,4 @@
-"""Monitoring through a real runtime: /health with its checks, /alerts, /metrics, `edge-min health`."""
+"""Monitoring through a real runtime: /health and its checks, /alerts, /metrics, the CLI."""
 
 from __future__ import annotations
 

@@ -116,6 +116,7 @@ def test_offline_auto_probes_central(tmp_path: Path, up: bool) -> None:
         clock=clock,
         dispatcher=InlineDispatcher(),
         platform=link,
+        sync=False,  # the probe is under test; plain http to a non-loopback host is refused
     ).open()
     assert link.asked == ("10.9.8.7", 9999)  # asked the platform; no packet sent from here
     assert rt.online is up

@@ -1,0 +1,117 @@
+"""The runtime's sync manager, on a worker of its own or inline.
+
+A store connection belongs to the thread that opened it, so the manager is built on its
+worker (with its own connection) and every sync run happens there; the loop thread only
+asks ``tick`` which entities are due and hands the run over. Without a worker (Pyodide,
+MicroPython, tests on a virtual clock) everything runs inline on the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge_min.errors import EdgeError
+
+log = logging.getLogger("edge_min.sync")
+
+BUILD_TIMEOUT = 30.0  # seconds to open the sync worker's store and transport
+POST_TIMEOUT = 30.0  # seconds a metrics/alerts upload may take
+
+
+class Future(Protocol):
+    """The handle a worker returns."""
+
+    def done(self) -> bool:
+        """Whether the call finished."""
+        ...
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's value; raises what it raised."""
+        ...
+
+
+class Worker(Protocol):
+    """One worker thread: ``submit`` runs calls there, one at a time, in order."""
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the worker."""
+        ...
+
+
+class SyncLink:
+    """What the runtime knows of sync: due runs, status, failures, restart, uploads."""
+
+    def __init__(self, build: Callable[[], Any], worker: Worker | None = None) -> None:
+        self.worker = worker
+        self._inflight: Future | None = None
+        self._snapshot: dict[str, Any] = {"status": "never", "entities": {}}
+        # ``build`` opens the store and makes the manager; on the worker when there is one.
+        self.manager = self._call(build, BUILD_TIMEOUT)
+        self._snapshot = self.manager.status()
+
+    def _call(self, fn: Callable[[], Any], timeout: float) -> Any:
+        if self.worker is None:
+            return fn()
+        return self.worker.submit(fn).result(timeout=timeout)
+
+    def tick(self, now: float) -> None:
+        """Start the due entities' sync unless a run is still going (never blocks)."""
+        if self._inflight is not None and not self._inflight.done():
+            return
+        self._inflight = None
+        due = self.manager.tick(now)
+        if not due:
+            return
+        if self.worker is None:
+            self._run(due)
+        else:
+            self._inflight = self.worker.submit(lambda: self._run(due))
+
+    def _run(self, due: list[str]) -> None:
+        try:
+            report = self.manager.sync_once(due)
+            log.info("sync: %s", " | ".join(report.summary().splitlines()))
+        except EdgeError as exc:  # reported in status; the next schedule tries again
+            log.warning("sync failed: %s", exc)
+        finally:
+            self._snapshot = self.manager.status()
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time the next entity falls due."""
+        deadline: float | None = self.manager.next_deadline()
+        return deadline
+
+    def status(self) -> dict[str, Any]:
+        """GET /sync/status: as of the last run, with the manager's live running flag."""
+        doc = dict(self._snapshot)
+        if self.manager.status()["status"] == "running":
+            doc["status"] = "running"
+        return doc
+
+    def failures(self) -> int:
+        """Consecutive failed sync runs."""
+        return int(self.manager.consecutive_failures)
+
+    def link_changed(self, up: bool) -> None:
+        """The runtime's link probe saw central come or go."""
+        self.manager.link_changed(up)
+
+    def restart(self) -> None:
+        """The monitor's restart_sync action."""
+        self.manager.restart()
+
+    def post_json(self, path: str, payload: Any) -> None:
+        """POST JSON to central (metrics, alerts) over the sync transport; raise on failure."""
+        body = json.dumps(payload, default=str).encode()
+
+        def post() -> None:
+            status, _headers, answer = self.manager.transport.request(
+                "POST", path, body, {"Content-Type": "application/json"}
+            )
+            if status >= 300:
+                raise EdgeError(f"central answered {status} to POST {path}: {answer[:200]!r}")
+
+        self._call(post, POST_TIMEOUT)
