@@ -51,5 +51,8 @@ test-fast: $(STAMP) models ## tests without the slow ones, for local iteration
 bench: $(STAMP) models ## benchmarks: ratios against raw baselines measured in the same run
 	$(PY) bench/run.py
 
+# The gateway binary: make binary, make binary-onnx, make test-binary (build/binary.mk).
+include build/binary.mk
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

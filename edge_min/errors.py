@@ -85,10 +85,16 @@ class MissingDependency(EdgeError):
     code = "missing_dependency"
 
     def __init__(self, module: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{module}' package, which is not installed; "
-            f"install it with: pip install 'edge-min[{extra}]'"
-        )
+        import sys
+
+        if getattr(sys, "frozen", False) or "__compiled__" in globals():
+            # A single-file gateway binary cannot pip install: name the variant that has it.
+            fix = "use the edge-min-linux-<arch>-onnx binary, which carries onnxruntime"
+            if extra != "onnx":
+                fix = f"this binary was built without '{module}'; rebuild it with the extra"
+        else:
+            fix = f"install it with: pip install 'edge-min[{extra}]'"
+        super().__init__(f"{purpose} needs the '{module}' package, which is not installed; {fix}")
         self.module = module
         self.extra = extra
 

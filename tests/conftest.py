@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_CONFIGS = ROOT / "tests" / "fixtures" / "spec_configs"
 
 
+def edge_min_cmd() -> list[str]:
+    """How to run edge-min: the built binary when $EDGE_MIN_BIN names one, else the source tree."""
+    binary = os.environ.get("EDGE_MIN_BIN")
+    if binary:
+        return [str(Path(binary).resolve())]
+    return [sys.executable, "-m", "edge_min.cli"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,9 +75,7 @@ class RuntimeProcess:
         data_dir.mkdir(parents=True, exist_ok=True)
         issued = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "edge_min.cli",
+                *edge_min_cmd(),
                 "--data-dir",
                 str(data_dir),
                 *(extra or []),
@@ -88,9 +94,7 @@ class RuntimeProcess:
         TOKENS[f"127.0.0.1:{self.port}"] = self.token
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "edge_min.cli",
+                *edge_min_cmd(),
                 "--data-dir",
                 str(data_dir),
                 *(extra or []),
@@ -157,7 +161,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "edge_min.cli", *argv],
+        [*edge_min_cmd(), *argv],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,7 +1,7 @@
 """Isolated agent workers on POSIX hosts: one subprocess per invocation, with limits.
 
-Each worker is ``python -s -B worker.py '<config>'`` started in a new session (its own
-process group), cwd = the agent's work directory, environment = exactly ``spec.env``.
+Each worker is ``python -s -B worker.py '<config>'`` (compiled: ``<binary> __worker__ ...``) in a
+new session (its own process group), cwd = the agent's work directory, env = ``spec.env``.
 ``worker.py`` applies the limits on itself before any agent code runs. The rules:
 
 - **memory** (``max_memory``): ``RLIMIT_AS`` = the worker interpreter's own address space
@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_min.platform import CpuTimes, DiskUsage, MemoryInfo, WorkerResult, WorkerSpec
+from edge_min.platform.worker import command as worker_command
 
 if TYPE_CHECKING:
     from edge_min.platform.service import PosixService
 
-WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
 CPU_PERIOD_US = 100_000
 STDERR_TAIL = 64 * 1024
 # A worker that exits while a stray grandchild holds its pipes open gets this long to drain.
@@ -468,7 +468,7 @@ class PosixPlatform:
         config["status_fd"] = status_write
         try:
             proc = subprocess.Popen(
-                [self.python, "-s", "-B", WORKER_SCRIPT, json.dumps(config)],
+                [*worker_command(self.python), json.dumps(config)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

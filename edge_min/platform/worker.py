@@ -1,8 +1,10 @@
 """The worker program: runs in the child process, applies limits, then runs the agent.
 
 Started by ``PosixPlatform`` as ``python -s -B worker.py '<config JSON>'`` in a new session,
-with cwd and ``TMPDIR`` set to the agent's work directory. It imports only the stdlib
-(never ``edge_min``), so it runs from a bare file next to any interpreter.
+with cwd and ``TMPDIR`` set to the agent's work directory (``command()`` gives that argv; in a
+compiled single-file build it is ``<binary> __worker__ '<config JSON>'``, whose entry point
+calls ``main``). It imports only the stdlib (never ``edge_min``), so it runs from a bare
+file next to any interpreter.
 
 Order of work, before any agent code runs:
 
@@ -67,6 +69,25 @@ _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
 # Native runtimes (onnxruntime) report a failed allocation as an exception, not MemoryError.
 _MEMORY_MARKERS = ("bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
+
+
+#: The first argument that makes a compiled edge-min binary act as this worker program.
+WORKER_ARG = "__worker__"
+
+
+def command(python: str) -> list[str]:
+    """The argv that starts this program, before its config: ``python -s -B worker.py``."""
+    # A Nuitka build has neither an interpreter nor this file on disk, only the one binary,
+    # and its sys.executable names a "python" that does not exist: run the real executable
+    # (under --onefile the unpacked program, so no second unpack or launcher per worker).
+    if _compiled():
+        exe = "/proc/self/exe"
+        return [os.path.realpath(exe) if os.path.exists(exe) else sys.argv[0], WORKER_ARG]
+    return [python, "-s", "-B", os.path.abspath(__file__)]
+
+
+def _compiled() -> bool:
+    return "__compiled__" in globals() or bool(getattr(sys, "frozen", False))
 
 
 class CallContext(dict[str, Any]):
@@ -439,6 +460,10 @@ def main(argv: list[str]) -> int:
     # Agent modules must not be shadowed by (or shadow with) this folder's modules.
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    if _compiled():
+        # A compiled build ignores PYTHONPATH, which agents may set in runtime.env.
+        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[:0] = [p for p in extra if p not in sys.path]
     try:
         applied = apply_limits(config)
     except OSError as exc:

@@ -13,7 +13,7 @@ import pytest
 
 from edge_min import __version__
 from edge_min.cli import COMMANDS, build_parser, main
-from tests.conftest import SPEC_CONFIGS, http, run_cli
+from tests.conftest import SPEC_CONFIGS, edge_min_cmd, http, run_cli
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -120,10 +120,9 @@ def test_api_section_sets_the_address(tmp_path: Path, runtime_process: Any) -> N
     cfg.parent.mkdir()
     cfg.write_text(f"api:\n  host: 127.0.0.1\n  port: {port}\n")
     import subprocess
-    import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_min.cli", "--data-dir", str(cfg.parent), "run"],
+        [*edge_min_cmd(), "--data-dir", str(cfg.parent), "run"],
         stdout=subprocess.PIPE,
         text=True,
     )

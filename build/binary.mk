@@ -1,0 +1,56 @@
+# The gateway binary (issue 7). Included by the top-level Makefile: `include build/binary.mk`.
+# It uses PYTHON, STAMP and BIN from there. Nothing here downloads at build time beyond the
+# pip and apt installs of its own recipes; Nuitka itself runs offline (build/build_binary.py).
+
+BUILD_VENV   := .cache/nuitka-venv
+BUILD_PY     := $(BUILD_VENV)/bin/python
+BUILD_STAMP  := $(BUILD_VENV)/.installed-stamp
+BINARY_ARCH  := $(shell uname -m | sed 's/amd64/x86_64/;s/arm64/aarch64/')
+BINARY       := dist/edge-min-linux-$(BINARY_ARCH)
+BINARY_ONNX  := $(BINARY)-onnx
+BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.sql' -o -name '*.yaml') \
+                build/build_binary.py build/requirements.txt build/pycryptodome.nuitka-package.config.yml
+
+.PHONY: binary binary-onnx test-binary
+
+# gcc, patchelf (Nuitka sets the rpath of the bundled libraries) and ccache (rebuilds take
+# ~1 minute instead of ~5) from Debian; a no-op where they are installed.
+$(BUILD_VENV)/.tools-stamp:
+	@command -v gcc >/dev/null && command -v patchelf >/dev/null && command -v ccache >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq gcc patchelf ccache; }
+	@mkdir -p $(BUILD_VENV) && touch $@
+
+# A venv of its own: Nuitka and only the packages the binary carries, so nothing from the
+# dev venv (pytest, onnx, ...) can slip into it.
+$(BUILD_STAMP): build/requirements.txt $(BUILD_VENV)/.tools-stamp
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install --quiet --upgrade pip
+	$(BUILD_VENV)/bin/pip install --quiet -r build/requirements.txt
+	touch $@
+
+$(BINARY): $(BUILD_STAMP) $(BINARY_SRC)
+	$(BUILD_PY) build/build_binary.py --variant base
+
+binary: $(BINARY) ## build dist/edge-min-linux-<arch> with Nuitka --onefile (about 5 min on 2 cores)
+
+# The second variant with numpy and onnxruntime inside, for gateways that run ONNX agents;
+# its own venv, so the base binary's venv stays exactly build/requirements.txt.
+ONNX_VENV  := .cache/nuitka-venv-onnx
+ONNX_STAMP := $(ONNX_VENV)/.installed-stamp
+
+$(ONNX_STAMP): build/requirements.txt $(BUILD_VENV)/.tools-stamp
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/pip install --quiet --upgrade pip
+	$(ONNX_VENV)/bin/pip install --quiet -r build/requirements.txt 'onnxruntime>=1.17' 'numpy>=1.24'
+	touch $@
+
+$(BINARY_ONNX): $(ONNX_STAMP) $(BINARY_SRC)
+	$(ONNX_VENV)/bin/python build/build_binary.py --variant onnx
+
+binary-onnx: $(BINARY_ONNX) ## build dist/edge-min-linux-<arch>-onnx (numpy + onnxruntime inside)
+
+# The binary's own tests, then the CLI, workflow and recovery suites run against the binary
+# (tests/conftest.py's run_cli and runtime_process start $$EDGE_MIN_BIN instead of python).
+test-binary: $(STAMP) $(BINARY) ## build the binary and run the test suites against it
+	EDGE_MIN_BIN=$(BINARY) $(BIN)/pytest -q tests/targets/test_binary.py \
+	  tests/integration/test_cli.py tests/integration/test_workflows_e2e.py tests/recovery

@@ -1,0 +1,1 @@
+"""Thin per-hardware-class shims around the portable edge_min core."""

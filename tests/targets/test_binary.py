@@ -1,0 +1,336 @@
+"""The gateway binary (``make binary``) does the whole job, not just the source tree.
+
+The tests marked ``binary`` run when ``EDGE_MIN_BIN`` names a built binary (``make
+test-binary`` sets it) and are skipped otherwise. They check what only a compiled build can
+get wrong: a module or data file left out (``__modules__`` imports every module of the
+source tree inside the binary), the worker path (a compiled build has no ``python``: the
+binary runs itself as ``__worker__``), the onefile unpack cache, the launcher's signals and
+its death. The shim's systemd notification and its /proc readers run in both modes: through
+``python targets/gateway/main.py`` from the source tree, and through the binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_min import __version__
+from targets.gateway.modules import EXCLUDED, required_modules
+from targets.gateway.shim import command_words
+from targets.gateway.systemd import listening_addresses, notify, watchdog_interval
+from tests.conftest import ROOT, SPEC_CONFIGS, edge_min_cmd, free_port, http, run_cli
+
+BIN = os.environ.get("EDGE_MIN_BIN")
+needs_binary = pytest.mark.skipif(
+    not BIN, reason="EDGE_MIN_BIN is not set (make test-binary sets it)"
+)
+ENTRY = ROOT / "targets" / "gateway" / "main.py"
+
+SHELL_AGENT = """\
+name: upper
+version: 1.0.0
+type: edge
+resources: {max_memory: 64MB, max_cpu: 0.5, max_storage: 10MB}
+runtime: {executor: command, command: "tr a-z A-Z"}
+input: {format: json}
+output: {format: json}
+"""
+PY_AGENT = """\
+name: stats
+version: 1.0.0
+type: edge
+resources: {max_memory: 128MB, max_cpu: 0.5, max_storage: 10MB}
+runtime: {executor: python, entry: "stats_agent:run"}
+input: {format: json}
+output: {format: json}
+"""
+# Imports stdlib modules edge_min itself never uses: they must be inside the binary too.
+PY_MODULE = """\
+import csv, io, os, statistics, sys
+
+def run(value, context):
+    rows = list(csv.reader(io.StringIO(value["csv"])))
+    return {"mean": statistics.mean(float(r[0]) for r in rows),
+            "upper": value["text"],
+            "frozen": "__compiled__" in globals() or hasattr(sys, "frozen"),
+            "executable": os.path.realpath("/proc/self/exe")}
+"""
+PIPELINE = """\
+name: pipeline
+version: 1.0.0
+steps:
+  - {id: shout, agent: upper, input: "${input.text}"}
+  - id: stats
+    agent: stats
+    needs: [shout]
+    input: {csv: "${input.csv}", text: "${steps.shout.output}"}
+"""
+SLOW_AGENT = """\
+name: slow
+version: 1.0.0
+type: edge
+resources: {max_memory: 64MB, max_cpu: 0.5, max_storage: 10MB}
+runtime: {executor: command, command: "sleep 2; cat"}
+input: {format: json}
+output: {format: json}
+"""
+SLOW_FLOW = """\
+name: slowflow
+version: 1.0.0
+steps:
+  - {id: one, agent: slow, input: "${input}"}
+  - {id: two, agent: slow, needs: [one], input: "${steps.one.output}"}
+"""
+
+
+def _gateway_cmd() -> list[str]:
+    """The gateway entry point: the binary, or main.py from the source tree."""
+    return [BIN] if BIN else [sys.executable, str(ENTRY)]
+
+
+def _cache_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+# -- the shim, in both modes ---------------------------------------------------------------
+
+
+def test_command_words_skip_global_options() -> None:
+    assert command_words(["--data-dir", "/d", "-v", "run", "--port", "0"]) == ("run", "0")
+    assert command_words(["--config=/c.yaml", "central", "serve"]) == ("central", "serve")
+    assert command_words(["-v"]) == ()
+
+
+def test_watchdog_interval_is_half_and_respects_the_pid() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "10000000"}) == 5.0
+    assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}, pid=2) is None
+    launcher = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "7", "NUITKA_ONEFILE_PARENT": "7"}
+    assert watchdog_interval(launcher, pid=8) == 1.0
+    assert watchdog_interval({}) is None and watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+
+
+def test_listening_addresses_finds_this_process_socket() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert ("127.0.0.1", port) in listening_addresses()
+    assert ("127.0.0.1", port) not in listening_addresses()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    yield sock, path
+    sock.close()
+
+
+def test_notify_sends_one_datagram(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    assert notify("STATUS=hello", path)
+    assert sock.recv(4096) == b"STATUS=hello"
+    assert not notify("READY=1", "relative/path") and not notify("READY=1", "")
+
+
+@pytest.mark.slow
+def test_run_reports_ready_then_watchdog_to_systemd(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    env = {**_cache_env(tmp_path), "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [*_gateway_cmd(), "--data-dir", str(tmp_path / "d"), "run", "--port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ready = sock.recv(4096).decode()
+        assert ready.startswith("READY=1\nSTATUS=API on 127.0.0.1:"), ready
+        port = int(ready.rsplit(":", 1)[1])
+        assert http("GET", f"http://127.0.0.1:{port}/health")[0] in (200, 401)
+        assert [sock.recv(4096) for _ in range(2)] == [b"WATCHDOG=1", b"WATCHDOG=1"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    assert rc == 0, err
+
+
+# -- the binary ----------------------------------------------------------------------------
+
+
+def test_edge_min_cmd_is_the_binary_when_set() -> None:
+    want = [str(Path(BIN).resolve())] if BIN else [sys.executable, "-m", "edge_min.cli"]
+    assert edge_min_cmd() == want
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_version_and_cached_unpack(tmp_path: Path) -> None:
+    env = _cache_env(tmp_path)
+    t0 = time.monotonic()
+    first = subprocess.run([BIN or "", "version"], env=env, capture_output=True, text=True)
+    t1 = time.monotonic()
+    again = subprocess.run([BIN or "", "version"], env=env, capture_output=True, text=True)
+    t2 = time.monotonic()
+    assert first.stdout.strip() == again.stdout.strip() == f"edge-min {__version__}", first
+    unpacked = list((tmp_path / "cache" / "edge-min").iterdir())
+    # One fixed, versioned directory, reused by the second start.
+    assert [p.name.split("-")[0] for p in unpacked] == [__version__], unpacked
+    print(f"\nversion: first start {t1 - t0:.2f}s (unpacks), cached {t2 - t1:.2f}s")
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_contains_every_module_of_the_source_tree() -> None:
+    names = required_modules()
+    assert len(names) > 100  # edge_min's own modules are in the list, found by walking it
+    res = subprocess.run([BIN or "", "__modules__", *names], capture_output=True, text=True)
+    missing = [line for line in res.stdout.splitlines() if not line.endswith(": ok")]
+    assert res.returncode == 0 and not missing, "\n".join(missing) or res.stderr
+    assert len(res.stdout.splitlines()) == len(names)
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_module_check_reports_what_it_leaves_out() -> None:
+    # The check must be able to fail: the base binary leaves these out on purpose.
+    res = subprocess.run([BIN or "", "__modules__", *EXCLUDED], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert all(": missing: " in line for line in res.stdout.splitlines()), res.stdout
+
+
+@pytest.mark.slow
+def test_reads_its_package_data(tmp_path: Path) -> None:
+    # defaults/*.yaml through importlib.resources, then checked by the YAML loader.
+    assert run_cli("init", str(tmp_path / "cfg")).returncode == 0
+    files = sorted(str(p) for p in (tmp_path / "cfg").iterdir())
+    spec = sorted(str(p) for p in SPEC_CONFIGS.glob("*.yaml"))
+    res = run_cli("config", "check", *files, *spec)
+    assert res.returncode == 0 and res.stdout.count(": OK") == 10, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_runs_a_workflow_through_command_and_python_agents(
+    tmp_path: Path, runtime_process: Any
+) -> None:
+    data = tmp_path / "data"
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "upper.yaml").write_text(SHELL_AGENT)
+    (agents / "stats.yaml").write_text(PY_AGENT)
+    (agents / "stats_agent.py").write_text(PY_MODULE)
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    for argv in (
+        ("agent", "add", str(agents / "upper.yaml")),
+        ("agent", "add", str(agents / "stats.yaml")),
+        ("workflow", "add", str(tmp_path / "pipeline.yaml")),
+    ):
+        done = run_cli("--data-dir", str(data), *argv)
+        assert done.returncode == 0, done.stderr
+    rp = runtime_process(data)
+    status, body = http(
+        "POST", rp.url + "/workflows/pipeline/run", {"text": "hi", "csv": "1\n2\n6\n"}
+    )
+    assert status == 202, body
+    execution = body["execution_id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, view = http("GET", f"{rp.url}/executions/{execution}")
+        if view.get("status") in ("succeeded", "failed"):
+            break
+        time.sleep(0.2)
+    assert view["status"] == "succeeded", json.dumps(view, indent=1)
+    stats = {s["step"]: s for s in view["steps"]}["stats"]["output"]
+    assert (stats["mean"], stats["upper"], stats["frozen"]) == (3.0, "HI", False)
+    # Under the binary the worker is the (unpacked) binary itself: there is no python.
+    worker = Path(stats["executable"]).name
+    assert worker == (Path(BIN).name + ".bin" if BIN else Path(sys.executable).resolve().name)
+    assert rp.stop() == 0
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_onnx_agent_reports_the_missing_dependency(tmp_path: Path) -> None:
+    config = json.loads((ROOT / "tests" / "fixtures" / "agents" / "onnx-agent.json").read_text())
+    model = ROOT / "models" / "out" / "text-classifier-lite.onnx"  # make models builds it
+    config["model"]["path"] = str(model)
+    agent = tmp_path / "onnx-agent.json"
+    agent.write_text(json.dumps(config))
+    res = run_cli("--data-dir", str(tmp_path / "d"), "agent", "add", str(agent))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "onnxruntime" in res.stderr and "pip install" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_kill9_of_the_launcher_then_restart_resumes(tmp_path: Path, runtime_process: Any) -> None:
+    data = tmp_path / "data"
+    (tmp_path / "slow.yaml").write_text(SLOW_AGENT)
+    (tmp_path / "slowflow.yaml").write_text(SLOW_FLOW)
+    for kind, name in (("agent", "slow.yaml"), ("workflow", "slowflow.yaml")):
+        done = run_cli("--data-dir", str(data), kind, "add", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+    rp = runtime_process(data)
+    status, body = http("POST", rp.url + "/workflows/slowflow/run", {"n": 1})
+    assert status == 202, body
+    execution = body["execution_id"]
+    time.sleep(1.0)  # step one is running in its worker
+    rp.kill9()
+    # The onefile child (the runtime) and its worker die with the launcher: the data dir's
+    # lock is free at once, so a new runtime starts and finishes the run.
+    rp2 = runtime_process(data)
+    deadline = time.monotonic() + 60
+    view: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        _, view = http("GET", f"{rp2.url}/executions/{execution}")
+        if view.get("status") in ("succeeded", "failed"):
+            break
+        time.sleep(0.2)
+    assert view.get("status") == "succeeded", view
+    assert {s["step"]: s["output"] for s in view["steps"]} == {"one": {"n": 1}, "two": {"n": 1}}
+    assert rp2.stop() == 0
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_cached_start_to_health(tmp_path: Path) -> None:
+    env = _cache_env(tmp_path)
+    times = []
+    for attempt in range(2):
+        port = free_port()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [BIN or "", "--data-dir", str(tmp_path / f"d{attempt}"), "run", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while time.monotonic() - t0 < 30:
+                try:
+                    if http("GET", f"http://127.0.0.1:{port}/health", timeout=1)[0] in (200, 401):
+                        break
+                except OSError:
+                    time.sleep(0.02)
+            times.append(time.monotonic() - t0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    print(f"\nstart to /health: first {times[0]:.2f}s, cached {times[1]:.2f}s")
+    assert times[1] < 10
