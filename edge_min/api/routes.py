@@ -6,6 +6,7 @@ method   path                            permission  answer
 GET      /health                         read        ``{"status": "ok", "version": ...}`` + checks
 GET      /alerts                         read        each alert rule and its state
 GET      /sync/status                    read        ``status``: success|failed|running|never
+POST     /sync/now                       execute     sync every entity now (edge-min sync)
 GET      /metrics                        read        Prometheus text exposition
 GET      /status                         read        runtime status (storage, runs, backups)
 GET      /workflows                      read        stored workflows
@@ -133,6 +134,15 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
             return {"status": "never", "entities": {}, "enabled": False}
         return dict(runtime.sync.status())
 
+    def sync_now(_: Request) -> Response:
+        if runtime.sync is None:
+            raise ApiError(409, "sync_disabled", "this runtime has no sync manager")
+        reason = runtime.sync.blocked()
+        if reason is not None:
+            raise ApiError(409, "sync_unavailable", f"cannot sync now: {reason}")
+        _on_loop(runtime, runtime.sync.restart)  # every entity due now, backoff forgotten
+        return Response(202, dict(runtime.sync.status()))
+
     def alerts(_: Request) -> list[dict[str, Any]]:
         return list(runtime.monitor.alerts_view())
 
@@ -219,6 +229,7 @@ def build_router(runtime: Any, router: Router | None = None) -> Router:
     r.add("GET", "/status", status, permission="read")
     r.add("GET", "/alerts", alerts, permission="read")
     r.add("GET", "/sync/status", sync_status, permission="read")
+    r.add("POST", "/sync/now", sync_now, permission="execute")
     r.add("GET", "/metrics", metrics, permission="read")
     r.add("GET", "/workflows", workflows, permission="read")
     r.add("POST", "/workflows", add_workflow, permission="write")

@@ -99,6 +99,11 @@ class SyncLink:
         """The runtime's link probe saw central come or go."""
         self.manager.link_changed(up)
 
+    def blocked(self) -> str | None:
+        """Why no sync can run now (offline mode, link down), or None."""
+        reason: str | None = self.manager.may_sync()
+        return reason
+
     def restart(self) -> None:
         """The monitor's restart_sync action."""
         self.manager.restart()

@@ -81,6 +81,12 @@ def test_the_runtime_pushes_on_schedule_and_reports_success(
 
         assert [r["row"]["name"] for r in pull("workflows")] == ["synced"]
         assert run in {r["id"] for r in pull("workflow_executions")}
+        # edge-min sync --now asks the running runtime to sync at once and reports.
+        from tests.conftest import run_cli
+
+        res = run_cli("--data-dir", str(data), "sync", "--now")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "sync: success" in res.stdout
         assert rp.stop() == 0
     finally:
         central.send_signal(signal.SIGTERM)
