@@ -18,12 +18,14 @@ from typing import cast
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_api
 import bench_engine
 import bench_monitor
 import bench_onnx
 import bench_protocol
 import bench_scheduler
 import bench_store
+import bench_sync
 from common import Row, machine, micros, row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,12 @@ card), with the garbage collector paused while the clock runs.
 - **monitor**: `bench/bench_monitor.py`: the monitor's own CPU time over simulated hours of
   the spec's `edge-monitoring.yaml` on a virtual clock (real /proc reads, real SQLite, real
   health-check processes, whose CPU is shown apart); no baseline, a goal.
+- **sync**: `bench/bench_sync.py`, records per second pushed and pulled end to end over
+  loopback against a real central (TLS and payload encryption on and off), bytes on the wire
+  per record against uncompressed JSON of the same records, bytes sent again per cut.
+- **api**: `bench/bench_api.py`, p50/p99 latency and requests/s of 200 concurrent keep-alive
+  clients against a real runtime with the token authorizer while workflows run, beside a
+  bare `ThreadingHTTPServer` answering fixed JSON to the same clients.
 - **onnx**: `bench/bench_onnx.py`, on `text-classifier-lite` as `make models` builds it and
   its agent config (2 intra-op threads). The baseline is `InferenceSession.run` on the same
   session, one sentence at batch 1, with the feed array and output-name list built before
@@ -101,6 +109,8 @@ AREAS: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
     ("protocol", bench_protocol.run),
     ("monitor", bench_monitor.run),
     ("onnx", bench_onnx.run),
+    ("sync", bench_sync.run),
+    ("api", bench_api.run),
 )
 
 

@@ -22,6 +22,7 @@ SPEC = Path("/work/shared/spec/edge-schema.sql")
 VERSIONS = [m[0] for m in MIGRATIONS]  # the versions this release ships
 NEXT = VERSIONS[-1] + 1  # a version no shipped migration uses
 
+
 def _describe(path: Path, table: str) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     try:
