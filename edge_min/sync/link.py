@@ -47,10 +47,8 @@ class SyncLink:
     def __init__(self, build: Callable[[], Any], worker: Worker | None = None) -> None:
         self.worker = worker
         self._inflight: Future | None = None
-        self._snapshot: dict[str, Any] = {"status": "never", "entities": {}}
         # ``build`` opens the store and makes the manager; on the worker when there is one.
         self.manager = self._call(build, BUILD_TIMEOUT)
-        self._snapshot = self.manager.status()
 
     def _call(self, fn: Callable[[], Any], timeout: float) -> Any:
         if self.worker is None:
@@ -76,8 +74,6 @@ class SyncLink:
             log.info("sync: %s", " | ".join(report.summary().splitlines()))
         except EdgeError as exc:  # reported in status; the next schedule tries again
             log.warning("sync failed: %s", exc)
-        finally:
-            self._snapshot = self.manager.status()
 
     def next_deadline(self) -> float | None:
         """The monotonic time the next entity falls due."""
@@ -85,11 +81,8 @@ class SyncLink:
         return deadline
 
     def status(self) -> dict[str, Any]:
-        """GET /sync/status: as of the last run, with the manager's live running flag."""
-        doc = dict(self._snapshot)
-        if self.manager.status()["status"] == "running":
-            doc["status"] = "running"
-        return doc
+        """GET /sync/status: per entity as of the last run; link and running state live."""
+        return dict(self.manager.status())
 
     def failures(self) -> int:
         """Consecutive failed sync runs."""
