@@ -31,7 +31,7 @@ from common import Row, row, scratch_dir
 from edge_min.clock import VirtualClock
 from edge_min.config.monitoring import MonitoringConfig
 from edge_min.monitor import Monitor, SqlMonitorStore, default_resources
-from edge_min.monitor.persist import MIGRATION_NAME, MIGRATION_SQL, MONITOR_TABLES
+from edge_min.monitor.persist import MONITOR_TABLE_NAMES
 from edge_min.scheduler import Scheduler, StepRunner
 from edge_min.store import open_sqlite
 from edge_min.store.migrations import MIGRATIONS, Migration
@@ -42,12 +42,9 @@ GOAL_SHARE = 0.005  # of one core
 
 
 def _migrations() -> list[Migration]:
-    # Until store/tables.py has the monitor's tables, register them for this process only.
-    if all(t.name in TABLES for t in MONITOR_TABLES):
-        return list(MIGRATIONS)
-    for t in MONITOR_TABLES:
-        TABLES[t.name] = t
-    return [*MIGRATIONS, (max(m[0] for m in MIGRATIONS) + 1, MIGRATION_NAME, MIGRATION_SQL)]
+    # The shipped migrations carry the monitor's tables (migration 3).
+    assert all(name in TABLES for name in MONITOR_TABLE_NAMES)
+    return list(MIGRATIONS)
 
 
 def one_hour(hours: int = 1) -> dict[str, Any]:
