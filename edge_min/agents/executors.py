@@ -139,8 +139,20 @@ class WorkerExecutor:
         self.last_result: WorkerResult | None = None
         self.last_spec: WorkerSpec | None = None
 
-    def _spec(self, stdin: bytes, ctx: InvocationContext, work_dir: str) -> WorkerSpec:
+    def _target(self) -> dict[str, Any]:
+        """What the worker runs: ``{"argv": ...}`` or ``{"entry": ...}``."""
         raise NotImplementedError
+
+    def _spec(self, stdin: bytes, ctx: InvocationContext, work_dir: str) -> WorkerSpec:
+        return build_worker_spec(
+            self.agent,
+            work_dir=work_dir,
+            idempotency_key=ctx.idempotency_key,
+            timeout=ctx.timeout or DEFAULT_TIMEOUT,
+            stdin=stdin,
+            attempt=ctx.attempt,
+            **self._target(),
+        )
 
     def _output(self, result: WorkerResult, spec: WorkerSpec) -> Any:
         raise NotImplementedError
@@ -183,16 +195,8 @@ class CommandExecutor(WorkerExecutor):
                 "give an argv list or a command string"
             )
 
-    def _spec(self, stdin: bytes, ctx: InvocationContext, work_dir: str) -> WorkerSpec:
-        return build_worker_spec(
-            self.agent,
-            work_dir=work_dir,
-            idempotency_key=ctx.idempotency_key,
-            timeout=ctx.timeout or DEFAULT_TIMEOUT,
-            stdin=stdin,
-            attempt=ctx.attempt,
-            argv=self.argv,
-        )
+    def _target(self) -> dict[str, Any]:
+        return {"argv": self.argv}
 
     def _output(self, result: WorkerResult, spec: WorkerSpec) -> Any:
         who = f"agent '{self.agent.name}'"
@@ -232,16 +236,8 @@ class PythonExecutor(WorkerExecutor):
             )
         self.entry: str = entry
 
-    def _spec(self, stdin: bytes, ctx: InvocationContext, work_dir: str) -> WorkerSpec:
-        return build_worker_spec(
-            self.agent,
-            work_dir=work_dir,
-            idempotency_key=ctx.idempotency_key,
-            timeout=ctx.timeout or DEFAULT_TIMEOUT,
-            stdin=stdin,
-            attempt=ctx.attempt,
-            entry=self.entry,
-        )
+    def _target(self) -> dict[str, Any]:
+        return {"entry": self.entry}
 
     def _output(self, result: WorkerResult, spec: WorkerSpec) -> Any:
         who = f"agent '{self.agent.name}'"
