@@ -13,7 +13,7 @@ MODEL  := models/out/text-classifier-lite.onnx
 .PHONY: run test test-fast lint typecheck pytest bench wasm-setup models clean help
 
 help:            ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -hE '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,9 @@ test-fast: $(STAMP) models ## tests without the slow ones, for local iteration
 bench: $(STAMP) models ## benchmarks: ratios against raw baselines measured in the same run
 	$(PY) bench/run.py
 
-# The gateway binary: make binary, make binary-onnx, make test-binary (build/binary.mk).
-include build/binary.mk
+# The gateway binaries: make binary, binary-onnx, test-binary (build/binary.mk) and
+# binary-arm64, test-binary-arm64 (build/arm64.mk, which reuses binary.mk's source list).
+include build/binary.mk build/arm64.mk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
