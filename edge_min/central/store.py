@@ -417,31 +417,25 @@ class SqlCentralStore:
     def add_alerts(self, node: str, alerts: list[dict[str, Any]]) -> int:
         """Store alerts sent by ``node``; returns how many."""
         now = self._now()
-        rows = [alert_row(node, i, a, now) for i, a in enumerate(alerts)]
-
-        def work(tx: Tx) -> int:
-            for row in rows:
-                tx.execute(
-                    "INSERT INTO alerts (node, name, severity, message, at, received_at, details) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-            return len(rows)
-
-        return self._run(work, write=True, retry_ambiguous=False)
+        return self._insert_rows(
+            "INSERT INTO alerts (node, name, severity, message, at, received_at, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [alert_row(node, i, a, now) for i, a in enumerate(alerts)],
+        )
 
     def add_metrics(self, node: str, samples: list[dict[str, Any]]) -> int:
         """Store metric samples sent by ``node``; returns how many."""
         now = self._now()
-        rows = [metric_row(node, i, s, now) for i, s in enumerate(samples)]
+        return self._insert_rows(
+            "INSERT INTO metrics (node, name, value, at, labels, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [metric_row(node, i, s, now) for i, s in enumerate(samples)],
+        )
 
+    def _insert_rows(self, sql: str, rows: list[Any]) -> int:
         def work(tx: Tx) -> int:
             for row in rows:
-                tx.execute(
-                    "INSERT INTO metrics (node, name, value, at, labels, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
-                )
+                tx.execute(sql, row)
             return len(rows)
 
         return self._run(work, write=True, retry_ambiguous=False)
