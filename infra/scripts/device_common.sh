@@ -191,12 +191,22 @@ start_runtime() {
         set -- run
         [ -n "$EDGE_API_PORT" ] && set -- run --port "$EDGE_API_PORT"
         # setsid + nohup + no terminal fds: the runtime outlives the ssh session that started it.
+        # The child writes its own pid before exec'ing edge-min: setsid may fork (when the
+        # caller leads its process group), and then $! would name a parent that has exited.
         _setsid=""
         have setsid && _setsid=setsid
-        $_setsid nohup "$PREFIX/edge-min" --config "$CONF_DIR/edge-config.yaml" \
+        _pidf=$(pid_file)
+        rm -f "$_pidf"
+        # shellcheck disable=SC2016 # expanded by the child shell, on purpose
+        $_setsid nohup sh -c 'echo $$ >"$1"; shift; exec "$@"' edge-min-start "$_pidf" \
+            "$PREFIX/edge-min" --config "$CONF_DIR/edge-config.yaml" \
             --data-dir "$DATA_DIR" "$@" </dev/null >>"$DATA_DIR/logs/edge-min.out" 2>&1 &
-        echo $! >"$(pid_file)"
-        say "started edge-min in the background (pid $!, log $DATA_DIR/logs/edge-min.out)"
+        _i=0
+        while [ ! -s "$_pidf" ] && [ "$_i" -lt 50 ]; do
+            sleep 0.1
+            _i=$((_i + 1))
+        done
+        say "started edge-min in the background (pid $(cat "$_pidf" 2>/dev/null), log $DATA_DIR/logs/edge-min.out)"
         ;;
     none)
         say "not started (EDGE_START=none); start it with:"
