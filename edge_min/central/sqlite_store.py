@@ -65,6 +65,20 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _set_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """``journal_mode = WAL``, retried: while another process opens the same new file (two
+    central processes starting together), SQLite can answer 'database is locked' at once,
+    without waiting on the busy timeout."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + random.random() * 0.05)
+
+
 class _SqliteTx:
     """``Tx`` over one sqlite3 connection."""
 
@@ -124,7 +138,7 @@ class SqliteCentralStore(SqlCentralStore):
                 raise StorageError(f"cannot open the central database {self.path}: {exc}") from exc
             # WAL: pulls read a snapshot while a push writes. synchronous FULL: an edge moves
             # its push cursor once we answer, so an answered commit must survive power loss.
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._local.conn = conn
