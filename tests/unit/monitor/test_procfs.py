@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,15 @@ def test_unreadable_sources_are_left_out(tmp_path: Path) -> None:
 def test_the_real_proc(tmp_path: Path) -> None:
     res = ProcfsResources(tmp_path)
     first = res.read(now=0.0)
-    # Burn a little CPU so the busy counter moves between the samples.
-    sum(i * i for i in range(200_000))
+    # /proc/stat counts in clock ticks (10 ms at USER_HZ=100): burn CPU until the
+    # counters move, since on a fast host one fixed burst can fall inside one tick.
+    # No second sample may be taken in between: it would become the new baseline.
+    deadline = time.monotonic() + 10.0
+    start = parse_proc_stat(Path("/proc/stat").read_text())
+    while time.monotonic() < deadline:
+        sum(i * i for i in range(50_000))
+        if parse_proc_stat(Path("/proc/stat").read_text()).total > start.total:
+            break
     second = res.read(now=1.0)
     assert 0.0 <= second["cpu_usage"] <= 100.0
     assert 0 < first["memory_available"] <= first["memory_total"]
