@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -122,3 +122,58 @@ def _cpu_model() -> str:
         if line.lower().startswith(("model name", "hardware", "cpu model")):
             return line.split(":", 1)[1].strip()
     return ""
+
+
+def _met(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "**no**")
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The rows as one markdown table."""
+    lines = [
+        "| benchmark | edge_min | baseline | ratio | goal | met? |",
+        "|---|---:|---:|---:|---|:---:|",
+    ]
+    for r in rows:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        cells = (r["benchmark"], r["edge_min"], r["baseline"], ratio, r["goal"], _met(r["met"]))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+# Sections other benchmark commands own inside docs/benchmarks.md (e.g. `make bench-binary`),
+# kept when `make bench` rewrites the rest: each sits between these two comment lines.
+_START = "<!-- section:{} -->"
+_END = "<!-- /section:{} -->"
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Put ``body`` into ``doc`` as section ``name``, replacing the previous one if any."""
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    start, end = _START.format(name), _END.format(name)
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text, encoding="utf-8")
+
+
+def preserved_sections(doc: Path) -> str:
+    """Every section of ``doc`` written by ``write_section``, to keep when rewriting it."""
+    if not doc.exists():
+        return ""
+    text = doc.read_text(encoding="utf-8")
+    out = []
+    while "<!-- section:" in text:
+        _, text = text.split("<!-- section:", 1)
+        name = text.split(" -->", 1)[0]
+        end = _END.format(name)
+        if end not in text:
+            break
+        body, text = text.split(end, 1)
+        out.append("<!-- section:" + body + end + "\n")
+    return "".join("\n" + b for b in out)

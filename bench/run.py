@@ -26,7 +26,7 @@ import bench_protocol
 import bench_scheduler
 import bench_store
 import bench_sync
-from common import Row, machine, micros, row
+from common import Row, machine, micros, preserved_sections, row, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -130,23 +130,6 @@ def collect() -> tuple[list[Row], bool]:
     return rows, ok
 
 
-def _met(value: bool | None) -> str:
-    return "—" if value is None else ("yes" if value else "**no**")
-
-
-def table(rows: Sequence[Row]) -> str:
-    """The rows as one markdown table."""
-    lines = [
-        "| benchmark | edge_min | baseline | ratio | goal | met? |",
-        "|---|---:|---:|---:|---|:---:|",
-    ]
-    for r in rows:
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        cells = (r["benchmark"], r["edge_min"], r["baseline"], ratio, r["goal"], _met(r["met"]))
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
 def header(m: dict[str, str], load_after: str) -> str:
     """What the numbers were measured on and when, and how busy the machine was."""
     text = (
@@ -187,7 +170,7 @@ def document(output: str) -> str:
         "# Benchmarks\n\n"
         "Written by `make bench` (`bench/run.py`); rerun it to refresh. The numbers are from\n"
         "one machine at one time: compare ratios, and rerun on the target hardware.\n\n"
-        f"## Latest results\n\n{output}\n## Method\n\n{METHOD}"
+        f"## Latest results\n\n{output}\n## Method\n\n{METHOD}" + preserved_sections(DOC)
     )
 
 

@@ -8,16 +8,19 @@ BUILD_STAMP  := $(BUILD_VENV)/.installed-stamp
 BINARY_ARCH  := $(shell uname -m | sed 's/amd64/x86_64/;s/arm64/aarch64/')
 BINARY       := dist/edge-min-linux-$(BINARY_ARCH)
 BINARY_ONNX  := $(BINARY)-onnx
-BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.sql' -o -name '*.yaml') \
-                build/build_binary.py build/requirements.txt build/pycryptodome.nuitka-package.config.yml
+BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.sql' -o -name '*.yaml' -o -name '*.c') \
+                build/build_binary.py build/onefile.py build/requirements.txt \
+                build/pycryptodome.nuitka-package.config.yml
 
 .PHONY: binary binary-onnx test-binary
 
-# gcc, patchelf (Nuitka sets the rpath of the bundled libraries) and ccache (rebuilds take
-# ~1 minute instead of ~5) from Debian; a no-op where they are installed.
+# gcc, patchelf (Nuitka sets the rpath of the bundled libraries), ccache (rebuilds take
+# ~1 minute instead of ~5) and zlib1g-dev (the launcher links libz.a) from Debian; a no-op
+# where they are installed.
 $(BUILD_VENV)/.tools-stamp:
-	@command -v gcc >/dev/null && command -v patchelf >/dev/null && command -v ccache >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq gcc patchelf ccache; }
+	@command -v gcc >/dev/null && command -v patchelf >/dev/null && command -v ccache >/dev/null \
+	  && [ -f /usr/include/zlib.h ] || \
+	  { apt-get update -qq && apt-get install -y -qq gcc patchelf ccache zlib1g-dev; }
 	@mkdir -p $(BUILD_VENV) && touch $@
 
 # A venv of its own: Nuitka and only the packages the binary carries, so nothing from the
@@ -49,8 +52,31 @@ $(BINARY_ONNX): $(ONNX_STAMP) $(BINARY_SRC)
 
 binary-onnx: $(BINARY_ONNX) ## build dist/edge-min-linux-<arch>-onnx (numpy + onnxruntime inside)
 
-# The binary's own tests, then the CLI, workflow and recovery suites run against the binary
-# (tests/conftest.py's run_cli and runtime_process start $$EDGE_MIN_BIN instead of python).
+# The binary's own tests, then the CLI, API, monitoring, sync, workflow and recovery suites
+# run against the binary (tests/conftest.py's run_cli and runtime_process start
+# $$EDGE_MIN_BIN instead of python; the central they sync with runs from the source tree).
+BINARY_SUITES := tests/targets/test_binary.py tests/targets/test_launcher.py \
+                 tests/integration/test_cli.py tests/integration/test_workflows_e2e.py \
+                 tests/integration/test_monitoring_api.py tests/integration/test_runtime_sync.py \
+                 tests/recovery
+
+.PHONY: bench-binary test-binary-onnx ci-full
+
 test-binary: $(STAMP) $(BINARY) ## build the binary and run the test suites against it
-	EDGE_MIN_BIN=$(BINARY) $(BIN)/pytest -q tests/targets/test_binary.py \
-	  tests/integration/test_cli.py tests/integration/test_workflows_e2e.py tests/recovery
+	EDGE_MIN_BIN=$(BINARY) $(BIN)/pytest -q $(BINARY_SUITES)
+
+# The -onnx variant runs the spec's ONNX agent end to end (feedback-triage, text-classifier-lite).
+test-binary-onnx: $(STAMP) $(BINARY_ONNX) models ## build the -onnx binary and run the ONNX and binary suites against it
+	EDGE_MIN_BIN=$(BINARY_ONNX) $(BIN)/pytest -q tests/targets/test_binary.py \
+	  tests/integration/test_feedback_triage.py
+
+# File size, first and cached start to /health, idle RSS after 60 s and RSS with 5 workflows,
+# each beside `python -m edge_min` from the source tree; writes its section of docs/benchmarks.md.
+bench-binary: $(STAMP) $(BINARY) ## benchmark the binary (and -onnx, if built) against the source tree
+	$(PY) bench/bench_binary.py
+
+# What CI runs (.ci/run): `make test`, then the x86_64 binary built from scratch and the
+# suites run against it (about 10 minutes on 2 cores), then the aarch64 binary built under
+# qemu and tested there (build/arm64/ci.sh, about 25 minutes the first time): ~40 in all.
+ci-full: test test-binary ## make test, then both gateway binaries built and tested
+	bash build/arm64/ci.sh

@@ -15,8 +15,9 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 stamp=$root/.edge-min-root-ready
 # What the in-root build needs: CPython 3.11 with headers for Nuitka, gcc/libc6-dev because
 # Nuitka checks for a C compiler and links against arm64 libpython (the compiling itself is
-# done by zig, natively, see zigcc.sh), patchelf for the onefile rpaths, ca-certificates for pip.
-packages=python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,patchelf,make,ca-certificates
+# done by zig, natively, see zig-aarch64-cc), patchelf for the standalone rpaths, zlib1g-dev for
+# the launcher's libz.a, ca-certificates for pip.
+packages=python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,patchelf,make,zlib1g-dev,ca-certificates
 
 "$here/binfmt.sh"
 

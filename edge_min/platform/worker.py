@@ -79,7 +79,7 @@ def command(python: str) -> list[str]:
     """The argv that starts this program, before its config: ``python -s -B worker.py``."""
     # A Nuitka build has neither an interpreter nor this file on disk, only the one binary,
     # and its sys.executable names a "python" that does not exist: run the real executable
-    # (under --onefile the unpacked program, so no second unpack or launcher per worker).
+    # (for the one-file build, the unpacked program: no launcher and no unpack check per worker).
     if _compiled():
         exe = "/proc/self/exe"
         return [os.path.realpath(exe) if os.path.exists(exe) else sys.argv[0], WORKER_ARG]

@@ -11,8 +11,8 @@
   that catches a module present in the source tree but left out of the binary.
 - anything else is ``edge-min``'s own command line (``edge_min.cli.main``), with the
   gateway shim installed first (``targets.gateway.shim``): systemd readiness and watchdog
-  notification when ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are set, and the onefile child
-  tied to its launcher's life.
+  notification when ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are set, and the start-up pages
+  of the program given back once ``run`` serves.
 
 It also runs from the source tree: ``python targets/gateway/main.py version``.
 """

@@ -3,28 +3,30 @@
 The core's POSIX platform (``edge_min.platform.posix``: isolated workers with rlimits,
 cgroups and namespaces; ``edge_min.platform.procfs``: host readings from ``/proc`` and
 ``/sys``) already is the Linux port, and it starts workers through the binary itself when
-compiled (``edge_min.platform.worker.command``). ``install(argv)`` adds the two things only
-a deployed binary needs, before ``edge_min.cli.main`` runs:
+compiled (``edge_min.platform.worker.command``). The one-file launcher
+(``targets/gateway/launcher.c``) ``execv``s the unpacked program, so the process systemd
+started *is* the runtime: no parent to forward signals or to outlive. ``install(argv)`` adds
+what only a deployed binary needs, before ``edge_min.cli.main`` runs, for the long-running
+commands (``run``, ``central serve``):
 
-- **the onefile child dies with its launcher.** Nuitka's ``--onefile`` launcher unpacks
-  the program once and runs it as a child. A ``kill -9`` of the launcher (what systemd,
-  a watchdog or a test does to "the process") would otherwise orphan a runtime that still
-  holds the data directory's lock; ``PR_SET_PDEATHSIG`` makes it share the launcher's fate.
-- **systemd notification** for the long-running commands (``run``, ``central serve``):
-  ``READY=1`` and ``WATCHDOG=1`` (``targets.gateway.systemd``).
+- **systemd notification**: ``READY=1`` and ``WATCHDOG=1`` (``targets.gateway.systemd``);
+- **start-up pages given back**: once the API answers, the compiled program's read-only
+  pages are paged out (``targets.gateway.memory``), since start-up touched far more of
+  them than the idle runtime uses.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-
-from targets.gateway.systemd import SystemdNotifier, start_notifier
+from targets.gateway.memory import trim_when_serving
+from targets.gateway.systemd import (
+    SystemdNotifier,
+    health_answers,
+    listening_addresses,
+    start_notifier,
+)
 
 #: Commands that serve until stopped, and so report readiness to systemd.
 SERVING = (("run",), ("central", "serve"))
-_PR_SET_PDEATHSIG = 1
 
 
 def command_words(argv: list[str]) -> tuple[str, ...]:
@@ -44,29 +46,16 @@ def command_words(argv: list[str]) -> tuple[str, ...]:
     return tuple(words)
 
 
-def die_with_launcher(environ: dict[str, str] | None = None) -> bool:
-    """In a onefile child, get SIGKILL when the launcher dies; whether that was set up."""
-    env = os.environ if environ is None else environ
-    parent = env.get("NUITKA_ONEFILE_PARENT", "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):
-        return False
-    if os.getppid() != int(parent):
-        os._exit(137)  # the launcher died before the death signal was armed
-    return True
-
-
 def install(argv: list[str]) -> SystemdNotifier | None:
     """Apply the shim for the command line ``argv`` (without the program name)."""
-    die_with_launcher()
     words = command_words(argv)
-    if any(words[: len(serving)] == serving for serving in SERVING):
-        return start_notifier()
-    return None
+    if not any(words[: len(serving)] == serving for serving in SERVING):
+        return None
+    if "__compiled__" in globals():
+        trim_when_serving(serving_health)
+    return start_notifier()
+
+
+def serving_health() -> bool:
+    """Whether this process listens on a TCP port whose ``GET /health`` answers."""
+    return any(health_answers(host, port, timeout=1.0) for host, port in listening_addresses())

@@ -45,17 +45,10 @@ def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> flo
     owner = environ.get("WATCHDOG_PID", "")
     if not usec.isdigit() or int(usec) == 0:
         return None
-    # Under a onefile build systemd's main process is the launcher and this is its child.
     me = os.getpid() if pid is None else pid
-    if owner.isdigit() and int(owner) not in (me, _onefile_launcher(environ)):
+    if owner.isdigit() and int(owner) != me:
         return None
     return int(usec) / 2_000_000
-
-
-def _onefile_launcher(environ: Mapping[str, str]) -> int | None:
-    # Nuitka's onefile launcher names itself to the child it starts.
-    value = environ.get("NUITKA_ONEFILE_PARENT", "")
-    return int(value) if value.isdigit() else None
 
 
 def _socket_inodes(pid: str) -> set[str]:

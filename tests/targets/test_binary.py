@@ -4,8 +4,9 @@ The tests marked ``binary`` run when ``EDGE_MIN_BIN`` names a built binary (``ma
 test-binary`` sets it) and are skipped otherwise. They check what only a compiled build can
 get wrong: a module or data file left out (``__modules__`` imports every module of the
 source tree inside the binary), the worker path (a compiled build has no ``python``: the
-binary runs itself as ``__worker__``), the onefile unpack cache, the launcher's signals and
-its death. The shim's systemd notification and its /proc readers run in both modes: through
+binary runs itself as ``__worker__``), the unpack cache, and that the process started is the
+runtime itself (the launcher execs it). ``test_launcher.py`` tests the launcher on its own,
+in every run. The shim's systemd notification and its /proc readers run in both modes: through
 ``python targets/gateway/main.py`` from the source tree, and through the binary.
 """
 
@@ -35,6 +36,9 @@ needs_binary = pytest.mark.skipif(
     not BIN, reason="EDGE_MIN_BIN is not set (make test-binary sets it)"
 )
 ENTRY = ROOT / "targets" / "gateway" / "main.py"
+#: The -onnx variant carries numpy and onnxruntime; the base binary leaves them out.
+ONNX_BIN = bool(BIN) and str(BIN).endswith("-onnx")
+LEFT_OUT = tuple(m for m in EXCLUDED if not (ONNX_BIN and m in ("numpy", "onnxruntime")))
 
 SHELL_AGENT = """\
 name: upper
@@ -114,8 +118,7 @@ def test_command_words_skip_global_options() -> None:
 def test_watchdog_interval_is_half_and_respects_the_pid() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "10000000"}) == 5.0
     assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}, pid=2) is None
-    launcher = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "7", "NUITKA_ONEFILE_PARENT": "7"}
-    assert watchdog_interval(launcher, pid=8) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "8"}, pid=8) == 1.0
     assert watchdog_interval({}) is None and watchdog_interval({"WATCHDOG_USEC": "0"}) is None
 
 
@@ -186,12 +189,16 @@ def test_binary_version_and_cached_unpack(tmp_path: Path) -> None:
     t0 = time.monotonic()
     first = subprocess.run([BIN or "", "version"], env=env, capture_output=True, text=True)
     t1 = time.monotonic()
+    unpacked = list((tmp_path / "cache" / "edge-min").iterdir())
+    # One fixed directory named by version and build digest, complete, nothing partial.
+    assert [p.name.split("-")[0] for p in unpacked] == [__version__], unpacked
+    marker = unpacked[0] / ".complete"
+    stamp = marker.stat().st_mtime_ns
     again = subprocess.run([BIN or "", "version"], env=env, capture_output=True, text=True)
     t2 = time.monotonic()
     assert first.stdout.strip() == again.stdout.strip() == f"edge-min {__version__}", first
-    unpacked = list((tmp_path / "cache" / "edge-min").iterdir())
-    # One fixed, versioned directory, reused by the second start.
-    assert [p.name.split("-")[0] for p in unpacked] == [__version__], unpacked
+    assert marker.stat().st_mtime_ns == stamp  # reused, not unpacked again
+    assert list((tmp_path / "cache" / "edge-min").iterdir()) == unpacked
     print(f"\nversion: first start {t1 - t0:.2f}s (unpacks), cached {t2 - t1:.2f}s")
 
 
@@ -209,10 +216,15 @@ def test_binary_contains_every_module_of_the_source_tree() -> None:
 @needs_binary
 @pytest.mark.slow
 def test_binary_module_check_reports_what_it_leaves_out() -> None:
-    # The check must be able to fail: the base binary leaves these out on purpose.
-    res = subprocess.run([BIN or "", "__modules__", *EXCLUDED], capture_output=True, text=True)
+    # The check must be able to fail: the binary leaves these out on purpose.
+    res = subprocess.run([BIN or "", "__modules__", *LEFT_OUT], capture_output=True, text=True)
     assert res.returncode == 1
     assert all(": missing: " in line for line in res.stdout.splitlines()), res.stdout
+    if ONNX_BIN:
+        res = subprocess.run(
+            [BIN or "", "__modules__", "numpy", "onnxruntime"], capture_output=True, text=True
+        )
+        assert res.returncode == 0 and res.stdout.count(": ok") == 2, res.stdout + res.stderr
 
 
 @pytest.mark.slow
@@ -258,13 +270,18 @@ def test_runs_a_workflow_through_command_and_python_agents(
     assert view["status"] == "succeeded", json.dumps(view, indent=1)
     stats = {s["step"]: s for s in view["steps"]}["stats"]["output"]
     assert (stats["mean"], stats["upper"], stats["frozen"]) == (3.0, "HI", False)
-    # Under the binary the worker is the (unpacked) binary itself: there is no python.
-    worker = Path(stats["executable"]).name
-    assert worker == (Path(BIN).name + ".bin" if BIN else Path(sys.executable).resolve().name)
+    # Under the binary the worker is the unpacked program itself: there is no python.
+    worker = Path(stats["executable"])
+    assert worker.name == (Path(BIN).name if BIN else Path(sys.executable).resolve().name)
+    if BIN:
+        assert worker != Path(BIN).resolve() and (worker.parent / ".complete").is_file()
+        # And the process we started is the runtime: the launcher exec'd it, no parent stays.
+        assert Path(os.readlink(f"/proc/{rp.proc.pid}/exe")) == worker
     assert rp.stop() == 0
 
 
 @needs_binary
+@pytest.mark.skipif(ONNX_BIN, reason="the -onnx binary has onnxruntime (test_feedback_triage)")
 @pytest.mark.slow
 def test_binary_onnx_agent_reports_the_missing_dependency(tmp_path: Path) -> None:
     config = json.loads((ROOT / "tests" / "fixtures" / "agents" / "onnx-agent.json").read_text())
@@ -274,12 +291,15 @@ def test_binary_onnx_agent_reports_the_missing_dependency(tmp_path: Path) -> Non
     agent.write_text(json.dumps(config))
     res = run_cli("--data-dir", str(tmp_path / "d"), "agent", "add", str(agent))
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "onnxruntime" in res.stderr and "pip install" in res.stderr, res.stderr
+    # A binary can't pip install: it names the variant that carries onnxruntime.
+    assert "onnxruntime" in res.stderr and "-onnx binary" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
 
 @pytest.mark.slow
-def test_kill9_of_the_launcher_then_restart_resumes(tmp_path: Path, runtime_process: Any) -> None:
+def test_kill9_of_the_started_process_then_restart_resumes(
+    tmp_path: Path, runtime_process: Any
+) -> None:
     data = tmp_path / "data"
     (tmp_path / "slow.yaml").write_text(SLOW_AGENT)
     (tmp_path / "slowflow.yaml").write_text(SLOW_FLOW)
@@ -292,8 +312,9 @@ def test_kill9_of_the_launcher_then_restart_resumes(tmp_path: Path, runtime_proc
     execution = body["execution_id"]
     time.sleep(1.0)  # step one is running in its worker
     rp.kill9()
-    # The onefile child (the runtime) and its worker die with the launcher: the data dir's
-    # lock is free at once, so a new runtime starts and finishes the run.
+    # The started process is the runtime (under the binary too: the launcher exec'd it); its
+    # worker dies with it, the data dir's lock is free at once, and a new runtime finishes
+    # the run.
     rp2 = runtime_process(data)
     deadline = time.monotonic() + 60
     view: dict[str, Any] = {}
@@ -334,3 +355,104 @@ def test_binary_cached_start_to_health(tmp_path: Path) -> None:
             assert proc.wait(30) == 0
     print(f"\nstart to /health: first {times[0]:.2f}s, cached {times[1]:.2f}s")
     assert times[1] < 10
+
+
+# -- start-up pages given back (targets/gateway/memory.py) -------------------------------
+
+MAPS = """\
+55d0c0000000-55d0c0100000 r--p 00000000 08:01 42  /opt/edge/edge-min
+55d0c0100000-55d0c0f00000 r-xp 00100000 08:01 42  /opt/edge/edge-min
+55d0c0f00000-55d0c1000000 rw-p 00f00000 08:01 42  /opt/edge/edge-min
+7f0000000000-7f0000100000 r-xp 00000000 08:01 43  /usr/lib/libc.so.6
+7f0000200000-7f0000300000 r--p 00000000 08:01 44  /opt/edge/edge-min (deleted)
+"""
+
+
+def test_program_mappings_are_the_read_only_ones_of_that_file() -> None:
+    from targets.gateway.memory import program_mappings
+
+    # Writable data (rw-p) holds state and is never paged out; other files are not ours.
+    assert program_mappings(MAPS.replace("  /", " /"), "/opt/edge/edge-min") == [
+        (0x55D0C0000000, 0x100000),
+        (0x55D0C0100000, 0xE00000),
+    ]
+    assert program_mappings("", "/x") == []
+
+
+TRIM_CHILD = """\
+import mmap, os, sys
+sys.path.insert(0, sys.argv[1])
+from targets.gateway.memory import trim
+
+path = sys.argv[2]
+def rss_of(path):
+    total, ours = 0, False
+    for line in open("/proc/self/smaps"):
+        first = line.split()[0]
+        if "-" in first and not first.endswith(":"):
+            ours = line.rstrip().endswith(path)
+        elif ours and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+with open(path, "rb") as fh:
+    mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+touched = sum(mapped[i] for i in range(0, len(mapped), 4096))
+before = rss_of(path)
+advised = trim(path)
+print(before, rss_of(path), advised)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise(MADV_PAGEOUT) is Linux")
+def test_trim_pages_out_the_program_for_real(tmp_path: Path) -> None:
+    # A real process maps a file read-only, touches every page, then trims that file's
+    # pages (a file only it maps: the kernel never pages out pages other processes share).
+    data = tmp_path / "program.bin"
+    data.write_bytes(os.urandom(4 << 20))
+    res = subprocess.run(
+        [sys.executable, "-c", TRIM_CHILD, str(ROOT), str(data)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    before, after, advised = (int(x) for x in res.stdout.split())
+    assert advised == 4 << 20 and before >= 4000, res.stdout
+    assert after < before / 4, res.stdout
+
+
+@needs_binary
+@pytest.mark.slow
+def test_binary_run_gives_back_its_start_up_pages(tmp_path: Path) -> None:
+    def program_rss(pid: int) -> int:
+        exe = os.path.realpath(f"/proc/{pid}/exe")
+        total, ours = 0, False
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            if "-" in line.split()[0] and not line.endswith(":"):
+                ours = line.endswith(exe)
+            elif ours and line.startswith("Rss:"):
+                total += int(line.split()[1])
+        return total
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [BIN or "", "--data-dir", str(tmp_path / "d"), "run", "--port", str(port)],
+        env={**_cache_env(tmp_path), "EDGE_MIN_TRIM": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", f"http://127.0.0.1:{port}/health", timeout=1)[0] in (200, 401):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        started = program_rss(proc.pid)
+        time.sleep(8)  # trimmed 5 s after /health first answers
+        trimmed = program_rss(proc.pid)
+        assert http("GET", f"http://127.0.0.1:{port}/health")[0] == 200  # still serves
+        print(f"\nprogram pages resident: {started} KB at start, {trimmed} KB after trim")
+        assert trimmed < started / 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

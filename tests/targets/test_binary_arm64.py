@@ -3,8 +3,8 @@
 Runs when ``EDGE_MIN_BIN_ARM64`` names ``dist/edge-min-linux-aarch64`` (``make
 test-binary-arm64`` sets it) and is skipped otherwise. The binary is an arm64 program linked
 against Debian 12's glibc, so qemu loads its dynamic loader and libc from the arm64 root that
-built it (``QEMU_LD_PREFIX``: ``$EDGE_MIN_ARM64_ROOT`` or ``.cache/arm64-root``). The onefile
-launcher starts the unpacked program, and the runtime starts each agent's worker from that
+built it (``QEMU_LD_PREFIX``: ``$EDGE_MIN_ARM64_ROOT`` or ``.cache/arm64-root``). The
+launcher execs the unpacked program, and the runtime starts each agent's worker from that
 program again; those are new arm64 processes, which the kernel hands to qemu through
 binfmt_misc (``build/arm64/binfmt.sh`` registers it). Everything here is emulated, so each
 start costs seconds and the timeouts are generous.

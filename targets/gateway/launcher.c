@@ -1,0 +1,398 @@
+/*
+ * The one-file launcher of the gateway binary: dist/edge-min-linux-<arch> is this program
+ * with the Nuitka standalone build of edge_min appended as a zlib-compressed payload.
+ *
+ * Every start:   if ${XDG_CACHE_HOME:-$HOME/.cache}/edge-min/<tag>/.complete exists,
+ *                execv() the program in that directory, with the same argv.
+ * First start:   unpack the payload into <dir>.partial.<pid>, fsync it, write .complete,
+ *                rename() it to <dir>, then execv() as above.
+ *
+ * Why not Nuitka's own --onefile launcher (measured, docs/benchmarks.md): in its "cached"
+ * mode it still decompresses the whole payload and CRC32s every unpacked file on every
+ * start (0.2 s of a 0.4 s start), and it stays resident as the parent of the runtime
+ * (about 20 MB RSS, a second PID for systemd, signals forwarded). Here a cached start costs
+ * one stat() and one execv(): the runtime *is* the process that was started.
+ *
+ * <tag> is the version and a digest of the build (sources, options, toolchain), so two
+ * builds never share a directory and a directory is never half-written: it only appears,
+ * complete, by rename(). A start killed mid-unpack leaves <dir>.partial.<pid>, which the
+ * next unpack removes once that pid is gone. The zlib stream's Adler-32 and the recorded
+ * sizes catch a truncated or corrupted file; nothing is executed from a payload that fails.
+ *
+ * Once a new version has unpacked, older ones of the same program are removed but the newest
+ * of them, which a rollback returns to.
+ *
+ * EDGE_MIN_UNPACK_DIR=<dir> overrides the whole path (e.g. a read-only image that ships
+ * the unpacked tree). The program finds the one file it came from in EDGE_MIN_ONEFILE.
+ *
+ * Payload format (all integers little-endian), version 1:
+ *   trailer, the last 128 bytes of the file:
+ *     "EDGEMINP" | u32 format=1 | u32 reserved | u64 payload offset | u64 payload size |
+ *     char tag[40] | char entry[56]        (NUL-padded; entry: the program's file name)
+ *   payload: one zlib stream of records
+ *     u8 kind (0 end, 1 file, 2 symlink, 3 directory) | u32 mode | u16 name length |
+ *     name | u64 size | size bytes (file content, or the symlink's target)
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define TRAILER_SIZE 128
+#define MAGIC "EDGEMINP"
+#define FORMAT 1
+#define CHUNK (256 * 1024)
+
+static const char *self_path;
+static char target_dir[PATH_MAX];
+static char partial_dir[PATH_MAX]; /* being unpacked: removed again if the unpack fails */
+
+static void remove_tree(const char *path);
+
+static void die(const char *what, const char *path, int err) {
+    if (partial_dir[0]) remove_tree(partial_dir);
+    fprintf(stderr, "edge-min: %s %s: %s\n", what, path ? path : "", err ? strerror(err) : "");
+    if (err == EACCES || err == EROFS || err == ENOSPC || err == EDQUOT || err == ENOTDIR) {
+        fprintf(stderr,
+                "edge-min: the program unpacks once (about 100 MB) into %s; point "
+                "XDG_CACHE_HOME (or EDGE_MIN_UNPACK_DIR) at a writable directory with room\n",
+                target_dir[0] ? target_dir : "the cache directory");
+    }
+    exit(1);
+}
+
+/* snprintf into an array, or die: a path that does not fit is an error, never cut short. */
+#define FMT(buf, ...)                                                                      \
+    do {                                                                                   \
+        int n_ = snprintf(buf, sizeof buf, __VA_ARGS__);                                 \
+        if (n_ < 0 || (size_t)n_ >= sizeof buf) die("path too long:", buf, ENAMETOOLONG);  \
+    } while (0)
+
+static uint64_t le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- the compressed stream ---------------------------------------------------------- */
+
+struct stream {
+    int fd;
+    uint64_t offset, left; /* compressed bytes not read yet */
+    z_stream z;
+    unsigned char in[CHUNK];
+    int ended;
+};
+
+/* Exactly n bytes of the uncompressed payload into buf; a short stream is corruption. */
+static void zread(struct stream *s, void *buf, size_t n) {
+    s->z.next_out = buf;
+    s->z.avail_out = (uInt)n;
+    while (s->z.avail_out > 0) {
+        if (s->ended) die("payload is truncated in", self_path, 0);
+        if (s->z.avail_in == 0 && s->left > 0) {
+            size_t want = s->left < CHUNK ? (size_t)s->left : CHUNK;
+            ssize_t got = pread(s->fd, s->in, want, (off_t)s->offset);
+            if (got <= 0) die("cannot read the payload of", self_path, got < 0 ? errno : EIO);
+            s->offset += (uint64_t)got;
+            s->left -= (uint64_t)got;
+            s->z.next_in = s->in;
+            s->z.avail_in = (uInt)got;
+        }
+        int rc = inflate(&s->z, Z_NO_FLUSH);
+        if (rc == Z_STREAM_END) {
+            s->ended = 1;
+        } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && s->left > 0)) {
+            fprintf(stderr, "edge-min: the payload of %s is corrupt (zlib: %s); download it again\n",
+                    self_path, s->z.msg ? s->z.msg : "error");
+            if (partial_dir[0]) remove_tree(partial_dir);
+            exit(1);
+        }
+    }
+}
+
+static uint8_t zu8(struct stream *s) { unsigned char b; zread(s, &b, 1); return b; }
+static uint16_t zu16(struct stream *s) { unsigned char b[2]; zread(s, b, 2); return (uint16_t)(b[0] | b[1] << 8); }
+static uint32_t zu32(struct stream *s) { unsigned char b[4]; zread(s, b, 4); return le32(b); }
+static uint64_t zu64(struct stream *s) { unsigned char b[8]; zread(s, b, 8); return le64(b); }
+
+/* ---- files --------------------------------------------------------------------------- */
+
+static void mkdirs(const char *path, mode_t mode) {
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len >= sizeof buf) die("path too long:", path, ENAMETOOLONG);
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, mode) != 0 && errno != EEXIST) die("cannot create", buf, errno);
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST) die("cannot create", buf, errno);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static void fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+}
+
+/* A name from the payload must stay inside the directory it unpacks into. */
+static void check_name(const char *name) {
+    if (name[0] == '/' || strstr(name, "..") != NULL || name[0] == 0) {
+        fprintf(stderr, "edge-min: the payload of %s names an unsafe path '%s'\n", self_path, name);
+        if (partial_dir[0]) remove_tree(partial_dir);
+        exit(1);
+    }
+}
+
+/* Remove <dir>.partial.<pid> left by starts that were killed while unpacking. */
+static void remove_stale_partials(const char *dir) {
+    char parent[PATH_MAX], prefix[PATH_MAX];
+    const char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    FMT(parent, "%.*s", (int)(slash - dir), dir);
+    FMT(prefix, "%s.partial.", slash + 1);
+    DIR *d = opendir(parent);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        long pid = strtol(e->d_name + strlen(prefix), NULL, 10);
+        if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue; /* still going */
+        char path[PATH_MAX];
+        FMT(path, "%s/%s", parent, e->d_name);
+        remove_tree(path);
+    }
+    closedir(d);
+}
+
+/* After an update: keep this program's newest other unpacked version (for a rollback) and
+ * remove older ones of the same program (a sibling holding a file named `entry`), so years
+ * of updates do not fill the device. Other programs' directories are left alone. */
+static void remove_old_versions(const char *dir, const char *entry) {
+    char parent[PATH_MAX], path[PATH_MAX], keep[PATH_MAX] = "";
+    const char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    FMT(parent, "%.*s", (int)(slash - dir), dir);
+    time_t newest = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        DIR *d = opendir(parent);
+        if (!d) return;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' || strcmp(e->d_name, slash + 1) == 0) continue;
+            if (strstr(e->d_name, ".partial.") != NULL) continue;
+            struct stat st;
+            FMT(path, "%s/%s/%s", parent, e->d_name, entry);
+            if (lstat(path, &st) != 0) continue; /* another program's, or not ours */
+            FMT(path, "%s/%s/.complete", parent, e->d_name);
+            if (stat(path, &st) != 0) continue;
+            if (pass == 0 && st.st_mtime >= newest) {
+                newest = st.st_mtime;
+                FMT(keep, "%s", e->d_name);
+            } else if (pass == 1 && strcmp(e->d_name, keep) != 0) {
+                FMT(path, "%s/%s", parent, e->d_name);
+                remove_tree(path);
+            }
+        }
+        closedir(d);
+    }
+}
+
+static void unpack(int fd, uint64_t offset, uint64_t size, const char *dir, const char *entry) {
+    char path[PATH_MAX];
+    char *partial = partial_dir;
+    FMT(partial_dir, "%s.partial.%ld", dir, (long)getpid());
+    remove_stale_partials(dir);
+    remove_tree(partial);
+    mkdirs(partial, 0700);
+
+    struct stream s;
+    memset(&s, 0, sizeof s);
+    s.fd = fd;
+    s.offset = offset;
+    s.left = size;
+    if (inflateInit(&s.z) != Z_OK) die("zlib init failed for", self_path, ENOMEM);
+    static unsigned char buf[CHUNK];
+    for (;;) {
+        uint8_t kind = zu8(&s);
+        if (kind == 0) break;
+        uint32_t mode = zu32(&s) & 07777;
+        uint16_t name_len = zu16(&s);
+        char name[PATH_MAX];
+        if (name_len == 0 || name_len >= sizeof name) die("bad entry name length in", self_path, 0);
+        zread(&s, name, name_len);
+        name[name_len] = 0;
+        check_name(name);
+        uint64_t len = zu64(&s);
+        FMT(path, "%s/%s", partial, name);
+        if (kind == 3) {
+            mkdirs(path, mode ? mode : 0700);
+        } else if (kind == 2) {
+            if (len >= PATH_MAX) die("bad symlink in", self_path, 0);
+            char target[PATH_MAX];
+            zread(&s, target, (size_t)len);
+            target[len] = 0;
+            if (symlink(target, path) != 0) die("cannot create", path, errno);
+        } else if (kind == 1) {
+            int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode ? mode : 0600);
+            if (out < 0) die("cannot create", path, errno);
+            while (len > 0) {
+                size_t n = len < CHUNK ? (size_t)len : CHUNK;
+                zread(&s, buf, n);
+                for (size_t done = 0; done < n;) {
+                    ssize_t w = write(out, buf + done, n - done);
+                    if (w < 0) die("cannot write", path, errno);
+                    done += (size_t)w;
+                }
+                len -= n;
+            }
+            if (fsync(out) != 0) die("cannot write", path, errno);
+            close(out);
+        } else {
+            die("unknown entry kind in", self_path, 0);
+        }
+    }
+    /* The end record must be the end of the zlib stream: reaching it checks the Adler-32. */
+    unsigned char extra;
+    while (!s.ended) {
+        if (s.z.avail_in == 0 && s.left > 0) {
+            size_t want = s.left < CHUNK ? (size_t)s.left : CHUNK;
+            ssize_t got = pread(s.fd, s.in, want, (off_t)s.offset);
+            if (got <= 0) die("cannot read the payload of", self_path, got < 0 ? errno : EIO);
+            s.offset += (uint64_t)got;
+            s.left -= (uint64_t)got;
+            s.z.next_in = s.in;
+            s.z.avail_in = (uInt)got;
+        }
+        s.z.next_out = &extra;
+        s.z.avail_out = 1;
+        int rc = inflate(&s.z, Z_NO_FLUSH);
+        if (rc == Z_STREAM_END && s.z.avail_out == 1) {
+            s.ended = 1;
+        } else if (rc != Z_OK || s.z.avail_out == 0 || (s.z.avail_in == 0 && s.left == 0)) {
+            fprintf(stderr, "edge-min: the payload of %s is corrupt (checksum); download it again\n",
+                    self_path);
+            remove_tree(partial);
+            exit(1);
+        }
+    }
+    inflateEnd(&s.z);
+
+    FMT(path, "%s/.complete", partial);
+    int marker = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (marker < 0 || write(marker, "1\n", 2) != 2 || fsync(marker) != 0)
+        die("cannot write", path, errno);
+    close(marker);
+    fsync_path(partial);
+
+    if (rename(partial, dir) != 0) {
+        int err = errno;
+        FMT(path, "%s/.complete", dir);
+        if ((err == EEXIST || err == ENOTEMPTY) && access(path, F_OK) == 0) {
+            remove_tree(partial); /* another start won the race: use its directory */
+        } else if (err == EEXIST || err == ENOTEMPTY) {
+            char stale[PATH_MAX]; /* an incomplete directory from elsewhere: replace it */
+            FMT(stale, "%s.partial.stale%ld", dir, (long)getpid());
+            if (rename(dir, stale) != 0 || rename(partial, dir) != 0) die("cannot replace", dir, errno);
+            remove_tree(stale);
+        } else {
+            die("cannot rename into", dir, err);
+        }
+    }
+    partial_dir[0] = 0;
+    remove_old_versions(dir, entry);
+    char parent[PATH_MAX];
+    FMT(parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash) { *slash = 0; fsync_path(parent); }
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    static char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) die("cannot find itself through", "/proc/self/exe", errno);
+    self[n] = 0;
+    self_path = self;
+
+    int fd = open(self, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("cannot open", self, errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < TRAILER_SIZE) die("cannot read", self, errno);
+    unsigned char t[TRAILER_SIZE];
+    if (pread(fd, t, TRAILER_SIZE, st.st_size - TRAILER_SIZE) != TRAILER_SIZE)
+        die("cannot read", self, errno);
+    if (memcmp(t, MAGIC, 8) != 0 || le32(t + 8) != FORMAT) {
+        fprintf(stderr, "edge-min: %s has no payload (format %d) at its end; download it again\n",
+                self, FORMAT);
+        return 1;
+    }
+    uint64_t offset = le64(t + 16), size = le64(t + 24);
+    char tag[41], entry[57];
+    memcpy(tag, t + 32, 40); tag[40] = 0;
+    memcpy(entry, t + 72, 56); entry[56] = 0;
+    if (offset + size + TRAILER_SIZE != (uint64_t)st.st_size || !tag[0] || !entry[0]) {
+        fprintf(stderr, "edge-min: %s is truncated or damaged; download it again\n", self);
+        return 1;
+    }
+    check_name(tag);
+    check_name(entry);
+
+    const char *over = getenv("EDGE_MIN_UNPACK_DIR");
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (over && over[0]) {
+        FMT(target_dir, "%s", over);
+    } else if (xdg && xdg[0] == '/') {
+        FMT(target_dir, "%s/edge-min/%s", xdg, tag);
+    } else if (home && home[0] == '/') {
+        FMT(target_dir, "%s/.cache/edge-min/%s", home, tag);
+    } else {
+        FMT(target_dir, "/tmp/edge-min-%ld/%s", (long)getuid(), tag);
+    }
+    size_t len = strlen(target_dir);
+    while (len > 1 && target_dir[len - 1] == '/') target_dir[--len] = 0;
+
+    char marker[PATH_MAX], program[PATH_MAX];
+    FMT(marker, "%s/.complete", target_dir);
+    FMT(program, "%s/%s", target_dir, entry);
+    if (access(marker, F_OK) != 0) {
+        if (over && over[0]) die("no unpacked program in EDGE_MIN_UNPACK_DIR", target_dir, ENOENT);
+        char parent[PATH_MAX];
+        FMT(parent, "%s", target_dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) { *slash = 0; mkdirs(parent, 0700); }
+        unpack(fd, offset, size, target_dir, entry);
+    }
+    close(fd);
+    setenv("EDGE_MIN_ONEFILE", self, 1);
+    execv(program, argv);
+    die("cannot start", program, errno);
+    return 1;
+}
