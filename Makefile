@@ -33,8 +33,8 @@ wasm-setup:      ## install the pinned Pyodide npm package and the local pure-Py
 	bash wasm/setup.sh
 
 lint: $(STAMP)   ## ruff lint and format check
-	$(BIN)/ruff check edge_min tests bench models wasm targets build/build_binary.py
-	$(BIN)/ruff format --check edge_min tests bench models wasm targets build/build_binary.py
+	$(BIN)/ruff check edge_min tests bench models wasm targets build/build_binary.py build/onefile.py
+	$(BIN)/ruff format --check edge_min tests bench models wasm targets build/build_binary.py build/onefile.py
 
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy

@@ -15,12 +15,12 @@ BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.s
 .PHONY: binary binary-onnx test-binary
 
 # gcc, patchelf (Nuitka sets the rpath of the bundled libraries), ccache (rebuilds take
-# ~1 minute instead of ~5) and zlib1g-dev (the launcher links libz.a) from Debian; a no-op
-# where they are installed.
+# ~1 minute instead of ~5) and libzstd-dev (the launcher links libzstd.a) from Debian; a
+# no-op where they are installed.
 $(BUILD_VENV)/.tools-stamp:
 	@command -v gcc >/dev/null && command -v patchelf >/dev/null && command -v ccache >/dev/null \
-	  && [ -f /usr/include/zlib.h ] || \
-	  { apt-get update -qq && apt-get install -y -qq gcc patchelf ccache zlib1g-dev; }
+	  && [ -f /usr/include/zstd.h ] || \
+	  { apt-get update -qq && apt-get install -y -qq gcc patchelf ccache libzstd-dev; }
 	@mkdir -p $(BUILD_VENV) && touch $@
 
 # A venv of its own: Nuitka and only the packages the binary carries, so nothing from the

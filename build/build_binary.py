@@ -142,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="base")
     parser.add_argument("--print", action="store_true", help="print the command only")
+    parser.add_argument(
+        "--no-pack",
+        action="store_true",
+        help="build the folder and the launcher, write pack.json, leave the packing to "
+        "`python build/onefile.py pack.json` (the aarch64 build packs on the host)",
+    )
     args = parser.parse_args(argv)
     arch = ARCH.get(platform.machine().lower(), platform.machine().lower())
     name = f"edge-min-linux-{arch}" + ("" if args.variant == "base" else f"-{args.variant}")
@@ -166,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     launcher = onefile.compile_launcher(OUT / args.variant / "launcher")
     DIST.mkdir(exist_ok=True)
     target = DIST / name
-    onefile.pack(launcher, folder, name, f"{version()}-{tag}", target)
+    job = onefile.PackJob(launcher, folder, name, f"{version()}-{tag}", target)
+    if args.no_pack:
+        job.save(OUT / args.variant / "pack.json")
+        print(
+            f"built {folder}; pack it with: python build/onefile.py {OUT / args.variant}/pack.json"
+        )
+        return 0
+    job.run()
     size = target.stat().st_size
     print(f"{target.relative_to(ROOT)}: {size / 1e6:.1f} MB in {time.monotonic() - started:.0f}s")
     return 0

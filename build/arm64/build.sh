@@ -8,6 +8,7 @@
 #   root   Debian bookworm arm64 root in .cache/arm64-root (ARM64_ROOT), made once (~6 min)
 #   zig    .cache/zig-venv with the pinned ziglang (host x86_64 zig)
 #   build  inside the root: the build venv (once), then build/build_binary.py with CC=zig
+#   pack   on the host: the standalone folder and the launcher into dist/ (build/onefile.py)
 # Needs root (mount, chroot, binfmt_misc). No Docker.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,5 +51,13 @@ host_zig=$("$zig_venv/bin/python" -c 'import ziglang, os; print(os.path.join(os.
 end
 
 begin build
-HOST_ZIG=$host_zig "$here/chroot.sh" "$root" /bin/bash "$repo/build/arm64/in_root.sh" "$@"
+HOST_ZIG=$host_zig "$here/chroot.sh" "$root" /bin/bash "$repo/build/arm64/in_root.sh" --no-pack "$@"
+end
+
+# The payload is packed here, natively: zstd level 19 over ~70 MB (~200 MB for -onnx) would
+# take many minutes under emulation.
+begin pack
+variant=base
+case " $* " in *" onnx "* | *"=onnx "*) variant=onnx ;; esac
+"$zig_venv/bin/python" "$repo/build/onefile.py" "$repo/build/out/aarch64/$variant/pack.json"
 end

@@ -8,21 +8,21 @@
 # runs emulated, pip included.
 set -euo pipefail
 repo=${EDGE_MIN_REPO:?run through build/arm64/chroot.sh}
-# Only the base variant for now: the onnx one needs onnxruntime (1.20-1.27: 1.28+ crash on
-# import under this qemu) and numpy in a venv of its own, not made here yet.
+# One venv per variant: the base one holds build/requirements.txt, the onnx one adds
+# build/arm64/requirements-onnx.txt (onnxruntime 1.27: 1.28+ crash on import under qemu).
 case " $* " in
-  *" onnx "* | *"=onnx "*) echo "in_root.sh: the aarch64 onnx variant is not set up yet" >&2; exit 2 ;;
+  *" onnx "* | *"=onnx "*) venv=/opt/edge-min-build-onnx; extra=$repo/build/arm64/requirements-onnx.txt ;;
+  *) venv=/opt/edge-min-build; extra= ;;
 esac
-venv=/opt/edge-min-build
 reqs=$repo/build/requirements.txt
-want=$(sha256sum "$reqs" | cut -d' ' -f1)
+want=$(cat "$reqs" ${extra:+"$extra"} | sha256sum | cut -d' ' -f1)
 if [[ ! -f $venv/.req-sha256 || $(cat "$venv/.req-sha256") != "$want" ]]; then
   started=$(date +%s)
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet -r "$reqs"
+  "$venv/bin/pip" install --quiet -r "$reqs" ${extra:+-r "$extra"}
   echo "$want" >"$venv/.req-sha256"
-  echo "arm64 build venv: $(( $(date +%s) - started ))s"
+  echo "arm64 build venv $venv: $(( $(date +%s) - started ))s"
 fi
 export CC=$repo/build/arm64/zig-aarch64-cc
 cd "$repo"

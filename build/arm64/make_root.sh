@@ -16,12 +16,17 @@ stamp=$root/.edge-min-root-ready
 # What the in-root build needs: CPython 3.11 with headers for Nuitka, gcc/libc6-dev because
 # Nuitka checks for a C compiler and links against arm64 libpython (the compiling itself is
 # done by zig, natively, see zig-aarch64-cc), patchelf for the standalone rpaths, zlib1g-dev for
-# the launcher's libz.a, ca-certificates for pip.
-packages=python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,patchelf,make,zlib1g-dev,ca-certificates
+# the launcher's libzstd.a, ca-certificates for pip.
+packages=python3,python3-venv,python3-dev,python3-pip,gcc,libc6-dev,patchelf,make,libzstd-dev,ca-certificates
 
 "$here/binfmt.sh"
 
 if [[ -f $stamp ]]; then
+  # A root cached before a package joined the list gets it now (apt, emulated).
+  if [[ ! -f $root/usr/include/zstd.h ]]; then
+    "$here/chroot.sh" "$root" /bin/sh -c \
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzstd-dev'
+  fi
   echo "arm64 root: cached at $root"
   exit 0
 fi

@@ -1,6 +1,6 @@
 /*
  * The one-file launcher of the gateway binary: dist/edge-min-linux-<arch> is this program
- * with the Nuitka standalone build of edge_min appended as a zlib-compressed payload.
+ * with the Nuitka standalone build of edge_min appended as a zstd-compressed payload.
  *
  * Every start:   if ${XDG_CACHE_HOME:-$HOME/.cache}/edge-min/<tag>/.complete exists,
  *                execv() the program in that directory, with the same argv.
@@ -16,8 +16,8 @@
  * <tag> is the version and a digest of the build (sources, options, toolchain), so two
  * builds never share a directory and a directory is never half-written: it only appears,
  * complete, by rename(). A start killed mid-unpack leaves <dir>.partial.<pid>, which the
- * next unpack removes once that pid is gone. The zlib stream's Adler-32 and the recorded
- * sizes catch a truncated or corrupted file; nothing is executed from a payload that fails.
+ * next unpack removes once that pid is gone. The zstd frame's checksum (XXH64) and the
+ * recorded sizes catch a truncated or corrupted file; nothing runs from a payload that fails.
  *
  * Once a new version has unpacked, older ones of the same program are removed but the newest
  * of them, which a rollback returns to.
@@ -29,7 +29,7 @@
  *   trailer, the last 128 bytes of the file:
  *     "EDGEMINP" | u32 format=1 | u32 reserved | u64 payload offset | u64 payload size |
  *     char tag[40] | char entry[56]        (NUL-padded; entry: the program's file name)
- *   payload: one zlib stream of records
+ *   payload: one zstd frame (with its content checksum) of records
  *     u8 kind (0 end, 1 file, 2 symlink, 3 directory) | u32 mode | u16 name length |
  *     name | u64 size | size bytes (file content, or the symlink's target)
  */
@@ -48,7 +48,7 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <zstd.h>
 
 #define TRAILER_SIZE 128
 #define MAGIC "EDGEMINP"
@@ -95,36 +95,62 @@ static uint32_t le32(const unsigned char *p) {
 struct stream {
     int fd;
     uint64_t offset, left; /* compressed bytes not read yet */
-    z_stream z;
-    unsigned char in[CHUNK];
-    int ended;
+    ZSTD_DStream *z;
+    ZSTD_inBuffer in;
+    unsigned char inbuf[CHUNK];
+    int ended; /* the frame is complete: its checksum was checked */
 };
+
+static void corrupt(const char *why) {
+    fprintf(stderr, "edge-min: the payload of %s is corrupt (%s); download it again\n",
+            self_path, why);
+    if (partial_dir[0]) remove_tree(partial_dir);
+    exit(1);
+}
+
+/* More compressed input, if the buffer is used up and any is left. */
+static void refill(struct stream *s) {
+    if (s->in.pos < s->in.size || s->left == 0) return;
+    size_t want = s->left < CHUNK ? (size_t)s->left : CHUNK;
+    ssize_t got = pread(s->fd, s->inbuf, want, (off_t)s->offset);
+    if (got <= 0) die("cannot read the payload of", self_path, got < 0 ? errno : EIO);
+    s->offset += (uint64_t)got;
+    s->left -= (uint64_t)got;
+    s->in.src = s->inbuf;
+    s->in.size = (size_t)got;
+    s->in.pos = 0;
+}
 
 /* Exactly n bytes of the uncompressed payload into buf; a short stream is corruption. */
 static void zread(struct stream *s, void *buf, size_t n) {
-    s->z.next_out = buf;
-    s->z.avail_out = (uInt)n;
-    while (s->z.avail_out > 0) {
-        if (s->ended) die("payload is truncated in", self_path, 0);
-        if (s->z.avail_in == 0 && s->left > 0) {
-            size_t want = s->left < CHUNK ? (size_t)s->left : CHUNK;
-            ssize_t got = pread(s->fd, s->in, want, (off_t)s->offset);
-            if (got <= 0) die("cannot read the payload of", self_path, got < 0 ? errno : EIO);
-            s->offset += (uint64_t)got;
-            s->left -= (uint64_t)got;
-            s->z.next_in = s->in;
-            s->z.avail_in = (uInt)got;
-        }
-        int rc = inflate(&s->z, Z_NO_FLUSH);
-        if (rc == Z_STREAM_END) {
-            s->ended = 1;
-        } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && s->left > 0)) {
-            fprintf(stderr, "edge-min: the payload of %s is corrupt (zlib: %s); download it again\n",
-                    self_path, s->z.msg ? s->z.msg : "error");
-            if (partial_dir[0]) remove_tree(partial_dir);
-            exit(1);
-        }
+    ZSTD_outBuffer out = {buf, n, 0};
+    while (out.pos < out.size) {
+        if (s->ended) corrupt("it ends early");
+        refill(s);
+        size_t before_in = s->in.pos, before_out = out.pos;
+        size_t rc = ZSTD_decompressStream(s->z, &out, &s->in);
+        if (ZSTD_isError(rc)) corrupt(ZSTD_getErrorName(rc));
+        if (rc == 0) s->ended = 1;
+        if (!s->ended && s->in.pos == before_in && out.pos == before_out && s->left == 0 &&
+            s->in.pos == s->in.size)
+            corrupt("it is truncated");
     }
+}
+
+/* After the end record: the frame must end there (which checks its checksum), exactly. */
+static void zfinish(struct stream *s) {
+    unsigned char extra;
+    while (!s->ended) {
+        refill(s);
+        ZSTD_outBuffer out = {&extra, 1, 0};
+        size_t before_in = s->in.pos;
+        size_t rc = ZSTD_decompressStream(s->z, &out, &s->in);
+        if (ZSTD_isError(rc)) corrupt(ZSTD_getErrorName(rc));
+        if (out.pos != 0) corrupt("data after the end record");
+        if (rc == 0) s->ended = 1;
+        else if (s->in.pos == before_in && s->left == 0) corrupt("it is truncated");
+    }
+    if (s->in.pos != s->in.size || s->left != 0) corrupt("data after the frame");
 }
 
 static uint8_t zu8(struct stream *s) { unsigned char b; zread(s, &b, 1); return b; }
@@ -232,12 +258,15 @@ static void unpack(int fd, uint64_t offset, uint64_t size, const char *dir, cons
     remove_tree(partial);
     mkdirs(partial, 0700);
 
-    struct stream s;
+    static struct stream s;
     memset(&s, 0, sizeof s);
     s.fd = fd;
     s.offset = offset;
     s.left = size;
-    if (inflateInit(&s.z) != Z_OK) die("zlib init failed for", self_path, ENOMEM);
+    s.z = ZSTD_createDStream();
+    if (s.z == NULL) die("cannot unpack (out of memory):", self_path, ENOMEM);
+    /* At most an 8 MB window (what build/onefile.py writes): a small gateway's RAM. */
+    ZSTD_DCtx_setParameter(s.z, ZSTD_d_windowLogMax, 23);
     static unsigned char buf[CHUNK];
     for (;;) {
         uint8_t kind = zu8(&s);
@@ -278,31 +307,8 @@ static void unpack(int fd, uint64_t offset, uint64_t size, const char *dir, cons
             die("unknown entry kind in", self_path, 0);
         }
     }
-    /* The end record must be the end of the zlib stream: reaching it checks the Adler-32. */
-    unsigned char extra;
-    while (!s.ended) {
-        if (s.z.avail_in == 0 && s.left > 0) {
-            size_t want = s.left < CHUNK ? (size_t)s.left : CHUNK;
-            ssize_t got = pread(s.fd, s.in, want, (off_t)s.offset);
-            if (got <= 0) die("cannot read the payload of", self_path, got < 0 ? errno : EIO);
-            s.offset += (uint64_t)got;
-            s.left -= (uint64_t)got;
-            s.z.next_in = s.in;
-            s.z.avail_in = (uInt)got;
-        }
-        s.z.next_out = &extra;
-        s.z.avail_out = 1;
-        int rc = inflate(&s.z, Z_NO_FLUSH);
-        if (rc == Z_STREAM_END && s.z.avail_out == 1) {
-            s.ended = 1;
-        } else if (rc != Z_OK || s.z.avail_out == 0 || (s.z.avail_in == 0 && s.left == 0)) {
-            fprintf(stderr, "edge-min: the payload of %s is corrupt (checksum); download it again\n",
-                    self_path);
-            remove_tree(partial);
-            exit(1);
-        }
-    }
-    inflateEnd(&s.z);
+    zfinish(&s);
+    ZSTD_freeDStream(s.z);
 
     FMT(path, "%s/.complete", partial);
     int marker = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

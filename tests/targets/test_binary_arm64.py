@@ -12,6 +12,7 @@ start costs seconds and the timeouts are generous.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,13 +25,16 @@ from typing import Any
 import pytest
 
 from edge_min import __version__
-from targets.gateway.modules import required_modules
+from targets.gateway.modules import EXCLUDED, required_modules
 from tests.conftest import ROOT, free_port, http
 
 BIN = os.environ.get("EDGE_MIN_BIN_ARM64")
 ARM64_ROOT = Path(os.environ.get("EDGE_MIN_ARM64_ROOT") or ROOT / ".cache" / "arm64-root")
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 EM_AARCH64 = 183  # e_machine of an ELF file for arm64
+#: dist/edge-min-linux-aarch64-onnx (make test-binary-arm64-onnx) carries onnxruntime 1.27.
+ONNX_BIN = bool(BIN) and str(BIN).endswith("-onnx")
+MODEL_AGENT = ROOT / "models" / "text-classifier-lite.yaml"
 
 pytestmark = [
     pytest.mark.slow,
@@ -167,3 +171,44 @@ def test_runs_a_workflow_with_a_command_agent_and_answers_health(
     assert view.get("status") == "succeeded", view
     # The output went through the command agent: a worker process started by the binary.
     assert {s["step"]: s["output"] for s in view["steps"]} == {"up": "ARM64 OK"}, view
+
+
+def test_module_check_reports_what_this_variant_leaves_out(emulated: dict[str, str]) -> None:
+    left_out = [m for m in EXCLUDED if not (ONNX_BIN and m in ("numpy", "onnxruntime"))]
+    res = run(emulated, "__modules__", *left_out)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert all(": missing: " in line for line in res.stdout.splitlines()), res.stdout
+    if ONNX_BIN:
+        res = run(emulated, "__modules__", "numpy", "onnxruntime", timeout=600)
+        assert res.returncode == 0 and res.stdout.count(": ok") == 2, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(not ONNX_BIN, reason="the base binary has no onnxruntime (the -onnx one has)")
+def test_onnx_agent_classifies_under_qemu(tmp_path: Path, emulated: dict[str, str]) -> None:
+    # text-classifier-lite (int8, make models) through the -onnx binary's own worker process.
+    import yaml
+
+    config = yaml.safe_load(MODEL_AGENT.read_text())
+    config["model"]["path"] = str(MODEL_AGENT.parent / config["model"]["path"])
+    config["runtime"]["env"] = {"QEMU_LD_PREFIX": str(ARM64_ROOT)}
+    config["resources"]["max_memory"] = "1GB"  # qemu's own mappings count against the limit
+    agent = tmp_path / "classifier.yaml"
+    agent.write_text(yaml.safe_dump(config))
+    data = tmp_path / "data"
+    added = run(emulated, "--data-dir", str(data), "agent", "add", str(agent))
+    assert added.returncode == 0, added.stderr
+    res = run(
+        emulated,
+        "--data-dir",
+        str(data),
+        "agent",
+        "run",
+        "text-classifier-lite",
+        "--input",
+        '"terrible update, the gateway keeps crashing"',
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert out["label"] == "negative", out
+    assert set(out["scores"]) == {"positive", "negative", "neutral"}

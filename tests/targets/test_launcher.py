@@ -14,7 +14,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,9 +25,10 @@ from tests.conftest import ROOT
 sys.path.insert(0, str(ROOT / "build"))
 import onefile  # type: ignore[import-not-found]
 
+zstandard = pytest.importorskip("zstandard")
 pytestmark = pytest.mark.skipif(
-    shutil.which("gcc") is None or not Path("/usr/include/zlib.h").exists(),
-    reason="needs gcc and zlib1g-dev (make binary installs them)",
+    shutil.which("gcc") is None or not Path("/usr/include/zstd.h").exists(),
+    reason="needs gcc and libzstd-dev (make binary installs them)",
 )
 
 TAG = "9.9.9-0123456789ab"
@@ -140,7 +140,7 @@ def test_incomplete_directory_is_replaced(packed: Path, cache: Path) -> None:
 def test_corrupt_payload_is_refused_and_leaves_nothing(packed: Path, cache: Path) -> None:
     info = onefile.read_trailer(packed)
     data = bytearray(packed.read_bytes())
-    data[int(info["offset"]) + int(info["size"]) - 3] ^= 0xFF  # inside the Adler-32
+    data[int(info["offset"]) + int(info["size"]) - 3] ^= 0xFF  # inside the frame's checksum
     packed.write_bytes(bytes(data))
     res = run(packed, cache)
     assert res.returncode == 1
@@ -163,7 +163,7 @@ def test_launcher_without_payload_says_so(launcher: Path, cache: Path) -> None:
 def test_unsafe_names_in_a_payload_are_refused(launcher: Path, tmp_path: Path) -> None:
     # A crafted payload naming ../escape: nothing may be written outside the directory.
     record = struct.pack("<BIH", 1, 0o644, 9) + b"../escape" + struct.pack("<Q", 2) + b"hi"
-    payload = zlib.compress(record + b"\0")
+    payload = zstandard.ZstdCompressor(write_checksum=True).compress(record + b"\0")
     evil = tmp_path / "evil"
     body = launcher.read_bytes()
     evil.write_bytes(
@@ -233,3 +233,21 @@ def test_an_update_keeps_one_older_version_for_rollback(launcher: Path, tmp_path
         "1.1.0-aaaaaaaaaaaa",
         "1.2.0-aaaaaaaaaaaa",
     ]
+
+
+def test_a_cut_frame_with_a_matching_trailer_is_refused(packed: Path, cache: Path) -> None:
+    # The trailer agrees with the file, but the zstd frame inside it stops short.
+    info = onefile.read_trailer(packed)
+    data = packed.read_bytes()
+    offset, size = int(info["offset"]), int(info["size"])
+    cut = data[offset : offset + size - 40]
+    packed.write_bytes(
+        data[:offset]
+        + cut
+        + onefile.TRAILER.pack(
+            onefile.MAGIC, onefile.FORMAT, 0, offset, len(cut), TAG.encode(), b"prog"
+        )
+    )
+    res = run(packed, cache)
+    assert res.returncode == 1 and "corrupt" in res.stderr, res.stderr
+    assert list((cache / "edge-min").iterdir()) == []
