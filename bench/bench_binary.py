@@ -364,8 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if p.exists()
     ]
-    if not binaries:
-        print("no binary: run `make binary` first (or pass --binary PATH)", file=sys.stderr)
+    missing = [p for p in binaries if not p.is_file()]
+    if not binaries or missing:
+        what = f"{missing[0]} does not exist" if missing else "no binary in dist/"
+        print(f"{what}: run `make binary` first (or pass --binary PATH)", file=sys.stderr)
         return 2
 
     def log(msg: str) -> None:
@@ -378,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-bench-binary-") as tmp:
         scratch = Path(tmp)
         log(
-            f"starts: {args.repeat} first + cached each, of {[s.name for s in subjects]} and source"
+            f"starts: {args.repeat} first + cached each, of "
+            + ", ".join(s.name for s in subjects)
+            + " and the source tree"
         )
         starts = measure_starts([*subjects, source], args.repeat, scratch)
         mem = measure_memory([*subjects, source], args.idle, scratch, log)

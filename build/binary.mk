@@ -10,7 +10,7 @@ BINARY       := dist/edge-min-linux-$(BINARY_ARCH)
 BINARY_ONNX  := $(BINARY)-onnx
 BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.sql' -o -name '*.yaml' -o -name '*.c') \
                 build/build_binary.py build/onefile.py build/requirements.txt \
-                build/pycryptodome.nuitka-package.config.yml
+                build/requirements-onnx.txt build/pycryptodome.nuitka-package.config.yml
 
 .PHONY: binary binary-onnx test-binary
 
@@ -41,10 +41,10 @@ binary: $(BINARY) ## build dist/edge-min-linux-<arch> with Nuitka --onefile (abo
 ONNX_VENV  := .cache/nuitka-venv-onnx
 ONNX_STAMP := $(ONNX_VENV)/.installed-stamp
 
-$(ONNX_STAMP): build/requirements.txt $(BUILD_VENV)/.tools-stamp
+$(ONNX_STAMP): build/requirements.txt build/requirements-onnx.txt $(BUILD_VENV)/.tools-stamp
 	$(PYTHON) -m venv $(ONNX_VENV)
 	$(ONNX_VENV)/bin/pip install --quiet --upgrade pip
-	$(ONNX_VENV)/bin/pip install --quiet -r build/requirements.txt 'onnxruntime>=1.17' 'numpy>=1.24'
+	$(ONNX_VENV)/bin/pip install --quiet -r build/requirements.txt -r build/requirements-onnx.txt
 	touch $@
 
 $(BINARY_ONNX): $(ONNX_STAMP) $(BINARY_SRC)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py"))
+#: The areas of `make bench`; bench_binary.py is `make bench-binary`, a command of its own.
+MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py") if p.stem != "bench_binary")
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -29,3 +30,31 @@ def test_the_bench_driver_lists_every_area(monkeypatch: pytest.MonkeyPatch) -> N
     assert all(callable(fn) for _, fn in driver.AREAS)
     assert len(driver.AREAS) == len(MODULES)
     sys.modules.pop("run", None)
+
+
+def test_bench_binary_without_a_binary_says_how_to_build_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("bench_binary")
+    assert module.main(["--binary", str(tmp_path / "none"), "--no-write"]) == 2
+    assert "make binary" in capsys.readouterr().err
+    sys.modules.pop("bench_binary", None)
+
+
+def test_sections_of_other_commands_survive_a_rewrite(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # make bench rewrites docs/benchmarks.md; make bench-binary's section must stay.
+    monkeypatch.syspath_prepend(str(BENCH))
+    common = importlib.import_module("common")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nold table\n")
+    common.write_section(doc, "gateway-binary", "## Gateway\n\nfirst")
+    common.write_section(doc, "gateway-binary", "## Gateway\n\nsecond")
+    text = doc.read_text()
+    assert text.count("## Gateway") == 1 and "second" in text and "old table" in text
+    kept = common.preserved_sections(doc)
+    assert "second" in kept and "old table" not in kept
+    doc.write_text("# Benchmarks\n\nnew table\n" + kept)
+    assert "second" in doc.read_text()
