@@ -617,7 +617,9 @@ class Engine:
                 changes.pop("started_at", None)
                 step_sets.append((row_id, changes))
             else:
-                changes.setdefault("started_at", now)
+                # A row first written as finished (a step cancelled or skipped before it ever
+                # started) is stamped at that moment, never after its own completed_at.
+                changes.setdefault("started_at", changes.get("completed_at") or now)
                 changes.setdefault("status", "pending")
                 step_adds.append({"id": row_id, "agent_id": agent_id, **changes})
                 new_rows.add(row_id)

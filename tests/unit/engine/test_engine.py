@@ -392,6 +392,34 @@ def test_offline_auto_waits_for_the_link(store: Store, agents: Agents, clock: Vi
     assert store.executions.get(run)["status"] == "succeeded"
 
 
+class TickingClock(VirtualClock):
+    """A virtual clock that moves 1 ms on every read, like a real one between two reads."""
+
+    def time(self) -> float:
+        self.advance(0.001)
+        return super().time()
+
+
+def test_a_step_cancelled_before_it_started_never_starts_after_it_ended(
+    store: Store, agents: Agents
+) -> None:
+    agents.add("boom", lambda v, c: (_ for _ in ()).throw(AgentError("sensor offline")))
+    clock = TickingClock()
+    engine = make_engine(store, agents, clock)
+    engine.add_workflow("""
+name: f
+version: "1"
+steps:
+  - {id: a, agent: boom}
+  - {id: b, agent: noop, needs: [a]}
+""")
+    run = engine.submit("f", None)
+    drive(engine, clock)
+    b = steps_of(store, run)["b"]
+    assert b["status"] == "cancelled"
+    assert b["started_at"] <= b["completed_at"], b
+
+
 def test_cancel_stops_a_run(store: Store, agents: Agents, clock: VirtualClock) -> None:
     d = Dispatcher(eager=False)
     engine = make_engine(store, agents, clock, dispatcher=d)
