@@ -76,7 +76,7 @@ bench-binary: $(STAMP) $(BINARY) ## benchmark the binary (and -onnx, if built) a
 	$(PY) bench/bench_binary.py
 
 # What CI runs (.ci/run): `make test`, then the x86_64 binary built from scratch and the
-# suites run against it (about 10 minutes on 2 cores), then the aarch64 binary built under
-# qemu and tested there (build/arm64/ci.sh, about 25 minutes the first time): ~40 in all.
+# suites run against it (6 minutes on 2 cores), then the aarch64 binary built under qemu and
+# tested there (build/arm64/ci.sh, 16 minutes with a fresh root): 26 minutes in all.
 ci-full: test test-binary ## make test, then both gateway binaries built and tested
 	bash build/arm64/ci.sh
