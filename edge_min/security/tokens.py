@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from edge_min.clock import iso
 from edge_min.errors import EdgeError
+from edge_min.security.keyfile import create_key_file
 
 log = logging.getLogger("edge_min.security.tokens")
 
@@ -123,7 +124,7 @@ def load_key(path: str | os.PathLike[str], *, create: bool = True) -> bytes:
                 f"no API token key at {p}; it is made by `edge-min token issue` "
                 "or the first `edge-min run`"
             ) from None
-        data = _create_key(p)
+        data = create_key_file(p, KEY_BYTES)
     if len(data) != KEY_BYTES:
         raise TokenError(
             f"API token key {p} holds {len(data)} bytes, expected {KEY_BYTES}; delete it to "
@@ -140,38 +141,6 @@ def _mode(p: Path) -> int | None:
         return p.stat().st_mode & 0o777
     except OSError:
         return None
-
-
-def _create_key(p: Path) -> bytes:
-    """Write a fresh key; when two processes race, both end up with the winner's key."""
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = secrets.token_bytes(KEY_BYTES)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # link() fails if the key appeared meanwhile, so a key once used is never replaced.
-        os.link(tmp, p)
-    except FileExistsError:
-        return p.read_bytes()
-    except OSError:
-        # No hard links on this filesystem: exclusive create is the next best thing.
-        try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return p.read_bytes()
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return key
 
 
 # -- issue and verify ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from edge_min.clock import Clock, SystemClock
 from edge_min.config.sync import ENTITIES
+from edge_min.security.keyfile import create_key_file
 from edge_min.sync.errors import SyncKeyError
 
 NODE_META_KEY = "device.id"  # edge_min.sync.changes.DEVICE_KEY
@@ -72,14 +73,8 @@ def load_sync_key(root: str | os.PathLike[str], *, create: bool = True) -> bytes
                 f"no sync key at {path}; network.encryption is on, so both sides need the "
                 "same 32-byte key: copy central's key file there"
             ) from None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = secrets.token_bytes(KEY_BYTES)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return load_sync_key(root, create=False)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        # Whole or absent after a power cut; a racing process's key wins for both.
+        data = create_key_file(path, KEY_BYTES)
     text = data.strip()
     if len(text) == 2 * KEY_BYTES:
         try:

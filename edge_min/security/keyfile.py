@@ -1,0 +1,48 @@
+"""Secret key files (the API token key, the sync payload key): made once, never replaced.
+
+``create_key_file`` writes a fresh random key to a temporary file (0600, in a 0700 folder),
+fsyncs it, then ``link``s it into place, so a power cut leaves either no key file or a whole
+one, and when two processes race both end up with the winner's key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def create_key_file(path: str | os.PathLike[str], nbytes: int) -> bytes:
+    """Make the key file at ``path`` with ``nbytes`` random bytes; return the key in force.
+
+    If the file appears meanwhile (another process), its key is returned instead.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(nbytes)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # link() fails if the key appeared meanwhile, so a key once used is never replaced.
+        os.link(tmp, p)
+    except FileExistsError:
+        return p.read_bytes()
+    except OSError:
+        # No hard links on this filesystem: exclusive create is the next best thing.
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return p.read_bytes()
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return key
