@@ -39,7 +39,12 @@ rm -rf "$partial"
 mkdir -p "$(dirname "$root")"
 started=$(date +%s)
 # minbase: only essential packages plus the list, the smallest root that builds (~600 MB).
-debootstrap --arch=arm64 --variant=minbase --include="$packages" bookworm "$partial" "$mirror"
+# A second try after a failure: one dropped download from the mirror shouldn't fail CI.
+if ! debootstrap --arch=arm64 --variant=minbase --include="$packages" bookworm "$partial" "$mirror"; then
+  echo "make_root: debootstrap failed; trying once more from scratch" >&2
+  rm -rf "$partial"
+  debootstrap --arch=arm64 --variant=minbase --include="$packages" bookworm "$partial" "$mirror"
+fi
 # The static emulator inside the root too, so it also works where binfmt lacks the F flag.
 cp /usr/bin/qemu-aarch64-static "$partial/usr/bin/"
 cp /etc/resolv.conf "$partial/etc/resolv.conf"
