@@ -196,13 +196,22 @@ static void check_name(const char *name) {
     }
 }
 
+/* The folder that holds `path`, written into `parent`; returns the last component of `path`,
+ * or NULL if it has no folder part ("name" or "/name"). */
+static const char *split_parent(const char *path, char *parent, size_t size) {
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return NULL;
+    int n = snprintf(parent, size, "%.*s", (int)(slash - path), path);
+    if (n < 0 || (size_t)n >= size) die("path too long:", path, ENAMETOOLONG);
+    return slash + 1;
+}
+
 /* Remove <dir>.partial.<pid> left by starts that were killed while unpacking. */
 static void remove_stale_partials(const char *dir) {
     char parent[PATH_MAX], prefix[PATH_MAX];
-    const char *slash = strrchr(dir, '/');
-    if (!slash) return;
-    FMT(parent, "%.*s", (int)(slash - dir), dir);
-    FMT(prefix, "%s.partial.", slash + 1);
+    const char *name = split_parent(dir, parent, sizeof parent);
+    if (!name) return;
+    FMT(prefix, "%s.partial.", name);
     DIR *d = opendir(parent);
     if (!d) return;
     struct dirent *e;
@@ -222,16 +231,15 @@ static void remove_stale_partials(const char *dir) {
  * of updates do not fill the device. Other programs' directories are left alone. */
 static void remove_old_versions(const char *dir, const char *entry) {
     char parent[PATH_MAX], path[PATH_MAX], keep[PATH_MAX] = "";
-    const char *slash = strrchr(dir, '/');
-    if (!slash) return;
-    FMT(parent, "%.*s", (int)(slash - dir), dir);
+    const char *name = split_parent(dir, parent, sizeof parent);
+    if (!name) return;
     time_t newest = 0;
     for (int pass = 0; pass < 2; pass++) {
         DIR *d = opendir(parent);
         if (!d) return;
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.' || strcmp(e->d_name, slash + 1) == 0) continue;
+            if (e->d_name[0] == '.' || strcmp(e->d_name, name) == 0) continue;
             if (strstr(e->d_name, ".partial.") != NULL) continue;
             struct stat st;
             FMT(path, "%s/%s/%s", parent, e->d_name, entry);
@@ -334,9 +342,7 @@ static void unpack(int fd, uint64_t offset, uint64_t size, const char *dir, cons
     partial_dir[0] = 0;
     remove_old_versions(dir, entry);
     char parent[PATH_MAX];
-    FMT(parent, "%s", dir);
-    char *slash = strrchr(parent, '/');
-    if (slash) { *slash = 0; fsync_path(parent); }
+    if (split_parent(dir, parent, sizeof parent)) fsync_path(parent);
 }
 
 int main(int argc, char **argv) {
@@ -391,9 +397,7 @@ int main(int argc, char **argv) {
     if (access(marker, F_OK) != 0) {
         if (over && over[0]) die("no unpacked program in EDGE_MIN_UNPACK_DIR", target_dir, ENOENT);
         char parent[PATH_MAX];
-        FMT(parent, "%s", target_dir);
-        char *slash = strrchr(parent, '/');
-        if (slash && slash != parent) { *slash = 0; mkdirs(parent, 0700); }
+        if (split_parent(target_dir, parent, sizeof parent)) mkdirs(parent, 0700);
         unpack(fd, offset, size, target_dir, entry);
     }
     close(fd);
