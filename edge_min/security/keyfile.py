@@ -21,12 +21,7 @@ def create_key_file(path: str | os.PathLike[str], nbytes: int) -> bytes:
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(nbytes)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_new(tmp, key)
     try:
         # link() fails if the key appeared meanwhile, so a key once used is never replaced.
         os.link(tmp, p)
@@ -35,14 +30,19 @@ def create_key_file(path: str | os.PathLike[str], nbytes: int) -> bytes:
     except OSError:
         # No hard links on this filesystem: exclusive create is the next best thing.
         try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _write_new(p, key)
         except FileExistsError:
             return p.read_bytes()
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     finally:
         tmp.unlink(missing_ok=True)
     return key
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (0600; FileExistsError if it exists), write ``data``, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
