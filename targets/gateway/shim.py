@@ -18,12 +18,7 @@ commands (``run``, ``central serve``):
 from __future__ import annotations
 
 from targets.gateway.memory import trim_when_serving
-from targets.gateway.systemd import (
-    SystemdNotifier,
-    health_answers,
-    listening_addresses,
-    start_notifier,
-)
+from targets.gateway.systemd import SystemdNotifier, serving_address, start_notifier
 
 #: Commands that serve until stopped, and so report readiness to systemd.
 SERVING = (("run",), ("central", "serve"))
@@ -52,10 +47,5 @@ def install(argv: list[str]) -> SystemdNotifier | None:
     if not any(words[: len(serving)] == serving for serving in SERVING):
         return None
     if "__compiled__" in globals():
-        trim_when_serving(serving_health)
+        trim_when_serving(lambda: serving_address() is not None)
     return start_notifier()
-
-
-def serving_health() -> bool:
-    """Whether this process listens on a TCP port whose ``GET /health`` answers."""
-    return any(health_answers(host, port, timeout=1.0) for host, port in listening_addresses())

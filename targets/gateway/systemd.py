@@ -112,6 +112,14 @@ def health_answers(host: str, port: int, timeout: float) -> bool:
     return True
 
 
+def serving_address() -> tuple[str, int] | None:
+    """The first TCP port this process listens on whose ``GET /health`` answers, if any."""
+    for host, port in listening_addresses():
+        if health_answers(host, port, timeout=1.0):
+            return host, port
+    return None
+
+
 class SystemdNotifier:
     """A daemon thread: READY=1 once the API answers, then WATCHDOG=1 while it keeps answering."""
 
@@ -143,9 +151,9 @@ class SystemdNotifier:
     def _address(self) -> tuple[str, int] | None:
         deadline = time.monotonic() + self.startup_timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
-            for host, port in listening_addresses():
-                if health_answers(host, port, timeout=1.0):
-                    return host, port
+            address = serving_address()
+            if address is not None:
+                return address
             self._stop.wait(self.poll)
         return None
 
