@@ -10,26 +10,33 @@ export ORT_DISABLE_TELEMETRY := 1
 
 MODEL  := models/out/text-classifier-lite.onnx
 
-.PHONY: run test test-fast lint typecheck pytest bench wasm-setup models clean help
+.PHONY: run test test-fast lint typecheck pytest bench wasm-setup models clean help system-deps
 
 help:            ## list targets
 	@grep -hE '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
+# The Debian packages each command needs (scripts/system-deps.sh): checked every time, in
+# well under a second once present; installed as root or with passwordless sudo, otherwise
+# one line names them and the command to install them.
+SYSTEM_DEPS := bash scripts/system-deps.sh
+
 $(STAMP): pyproject.toml
+	@$(SYSTEM_DEPS) run
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# --local-central: with the default sync.central_url, a local central answers there too.
 run: $(STAMP)    ## set up and start the runtime on the embedded default (data in ./edge-data, API on 127.0.0.1:8000)
-	$(BIN)/edge-min --data-dir $(DATA) run
+	$(BIN)/edge-min --data-dir $(DATA) run --local-central
 
 $(MODEL): $(STAMP) models/build_text_classifier.py models/corpus/feedback.tsv models/corpus/lexicon.tsv
 	$(PY) models/build_text_classifier.py --out models/out
 
 models: $(MODEL) ## build text-classifier-lite (int8 ONNX) from the shipped corpus into models/out/
 
-wasm-setup:      ## install the pinned Pyodide npm package and the local pure-Python wheels it loads
+wasm-setup: system-deps ## install the pinned Pyodide npm package and the local pure-Python wheels it loads
 	bash wasm/setup.sh
 
 lint: $(STAMP)   ## ruff lint and format check
@@ -39,11 +46,18 @@ lint: $(STAMP)   ## ruff lint and format check
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy
 
-# The PostgreSQL tests of the central server use $$EDGE_MIN_TEST_PG, or start a local cluster.
-pytest: $(STAMP) wasm-setup models
-	EDGE_MIN_TEST_PG="$${EDGE_MIN_TEST_PG:-$$(bash scripts/postgres.sh)}" $(BIN)/pytest -q
+system-deps:     ## install the Debian packages make test needs (PostgreSQL, sshd, Node.js, gcc, libzstd)
+	@$(SYSTEM_DEPS) test
 
-test: lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
+# The PostgreSQL tests of the central server use $$EDGE_MIN_TEST_PG, or start a local cluster;
+# a failure of postgres.sh stops here with its own error, never with an empty DSN.
+pytest: system-deps $(STAMP) wasm-setup models
+	@dsn="$${EDGE_MIN_TEST_PG:-}"; \
+	if [ -z "$$dsn" ]; then dsn="$$(bash scripts/postgres.sh)" || exit 1; fi; \
+	echo "EDGE_MIN_TEST_PG=$$dsn"; \
+	EDGE_MIN_TEST_PG="$$dsn" $(BIN)/pytest -q
+
+test: system-deps lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
 
 test-fast: $(STAMP) models ## tests without the slow ones, for local iteration
 	$(BIN)/pytest -q -m 'not slow and not pyodide'

@@ -183,7 +183,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     runtime = None
     server = None
+    central = None
     try:
+        if args.local_central:
+            from edge_min.central.local import start_local_central
+
+            central = start_local_central(config, paths.root)
         from edge_min.platform.threads import ThreadDispatcher
         from edge_min.runtime import Runtime
 
@@ -235,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             (paths.root / "runtime.json").unlink(missing_ok=True)
         if runtime is not None:
             runtime.close()
+        if central is not None:
+            central.stop()
         lock.release()
 
 
@@ -668,7 +675,7 @@ COMMANDS: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], int], str, 
         ("central", "serve"),
         cmd_central_serve,
         "serve the reference central platform (sync, devices, alerts, metrics)",
-        "edge-min central serve --db sqlite:///central.db --port 8080",
+        "edge-min central serve --db sqlite:///central.db --port 8765",
     ),
     (
         ("certs", "init"),
@@ -701,6 +708,13 @@ def _add_arguments(path: tuple[str, ...], p: argparse.ArgumentParser) -> None:
     elif path == ("run",):
         p.add_argument("--host", help="API address (default: api.host, 127.0.0.1)")
         p.add_argument("--port", type=int, help="API port (default: api.port, 8000)")
+        p.add_argument(
+            "--local-central",
+            action="store_true",
+            help="when sync.central_url is the default http://127.0.0.1:8765, also serve a "
+            "local central there (data in <data dir>/central, this device's sync key), so a "
+            "first sync works with nothing else set up; any other central_url is left alone",
+        )
     elif path == ("health",):
         p.add_argument("--json", action="store_true", help="print the full status as JSON")
     elif path == ("restore",):

@@ -6,7 +6,11 @@
 #   scripts/postgres.sh destroy                          # stop it and delete its data
 #
 # Idempotent: a second call finds the running cluster and prints the same DSN.
-# The cluster lives in $EDGE_MIN_PG_DIR (default <repo>/.cache/postgres), listens on
+# The cluster lives in $EDGE_MIN_PG_DIR, by default where its owner can reach it whatever the
+# clone's own modes are (a clone in a 0700 folder such as `mktemp -d` or /root is not
+# reachable by another user): as root, in the postgres user's home
+# (/var/lib/postgresql/edge-min-test/<hash of this clone's path>); as anyone else, in
+# <repo>/.cache/postgres. It listens on
 # 127.0.0.1 only (port $EDGE_MIN_PG_PORT, else a free one chosen at first start and kept)
 # with trust authentication, and has fsync off: it holds test data only, never anything real.
 # PostgreSQL refuses to run as root, so under root the server runs as the "postgres" user
@@ -15,9 +19,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DIR="${EDGE_MIN_PG_DIR:-$ROOT/.cache/postgres}"
-DATA="$DIR/data"
-PORT_FILE="$DIR/port"
 DB_USER="edge"
 DB_NAME="edge_min_test"
 ACTION="${1:-start}"
@@ -50,11 +51,23 @@ fi
 if [ "$(id -u)" -eq 0 ]; then
     OWNER="postgres"
     id "$OWNER" >/dev/null 2>&1 || { say "running as root but there is no 'postgres' user"; exit 1; }
-    as_owner() { runuser -u "$OWNER" -- "$@"; }
+    # From /: the caller's working directory (inside a private clone) may be closed to it.
+    as_owner() { (cd / && runuser -u "$OWNER" -- "$@"); }
 else
     OWNER="$(id -un)"
     as_owner() { "$@"; }
 fi
+
+if [ -n "${EDGE_MIN_PG_DIR:-}" ]; then
+    DIR="$EDGE_MIN_PG_DIR"
+elif [ "$OWNER" = postgres ]; then
+    home="$(getent passwd postgres | cut -d: -f6)"
+    DIR="${home:-/var/lib/postgresql}/edge-min-test/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+else
+    DIR="$ROOT/.cache/postgres"
+fi
+DATA="$DIR/data"
+PORT_FILE="$DIR/port"
 
 running() { [ -f "$DATA/postmaster.pid" ] && as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
 
@@ -72,6 +85,12 @@ esac
 
 mkdir -p "$DIR"
 if [ "$(id -u)" -eq 0 ]; then chown "$OWNER" "$DIR"; fi
+# initdb's own "Permission denied" names a path deep inside; say which folder is the problem.
+if ! as_owner test -w "$DIR" -a -x "$DIR"; then
+    say "the cluster folder $DIR is not writable by the '$OWNER' user (a parent folder is" \
+        "private to another user?); set EDGE_MIN_PG_DIR to a folder '$OWNER' can reach"
+    exit 1
+fi
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-min central",
         description="The reference central platform: sync endpoint, device registry, alerts.",
-        epilog="example: edge-min central serve --db postgresql://edge@db/central --port 8080",
+        epilog="example: edge-min central serve --db postgresql://edge@db/central --port 8765",
     )
     parser.add_argument("--data-dir", metavar="DIR", help="where the default SQLite db lives")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve the central API until SIGTERM",
         description="Serve the central API until SIGTERM or SIGINT.",
-        epilog="example: edge-min central serve --db sqlite:///central.db --port 8080",
+        epilog="example: edge-min central serve --db sqlite:///central.db --port 8765",
     )
     add_arguments(serve_parser)
     return parser

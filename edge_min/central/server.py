@@ -23,7 +23,8 @@ from edge_min.errors import ConfigError
 log = logging.getLogger("edge_min.central")
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
+# The port of the runtime's default sync.central_url (http://127.0.0.1:8765): the defaults meet.
+DEFAULT_PORT = 8765
 DEFAULT_WORKERS = 32
 IDLE_TIMEOUT = 2.0
 LISTEN_BACKLOG = 512
