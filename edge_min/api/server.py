@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from edge_min.api.router import Request, Response, Router, error_response
+from edge_min.routing import Request, Response, Router, error_response
 
 log = logging.getLogger("edge_min.api")
 

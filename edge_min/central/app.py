@@ -40,7 +40,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edge_min.api.router import ApiError, Request, Response, Router
 from edge_min.central.model import (
     BadBatch,
     BatchIdReused,
@@ -51,6 +50,7 @@ from edge_min.central.model import (
 )
 from edge_min.central.store import CentralStore
 from edge_min.errors import EdgeError, StorageError
+from edge_min.routing import ApiError, Request, Response, Router
 
 log = logging.getLogger("edge_min.central")
 

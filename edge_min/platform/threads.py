@@ -22,6 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from edge_min.platform.executor import Executor, ExecutorFactory
+
 log = logging.getLogger("edge_min.platform.threads")
 
 _names = itertools.count(1)
@@ -147,15 +149,21 @@ class ThreadWorkerPool:
                 thread.join(timeout)
 
 
-class ThreadDispatcher:
-    """The engine's dispatcher on CPython: agent calls on worker threads, a callback when done.
+class ThreadExecutor:
+    """The executor port (``edge_min.platform.executor``) on CPython: a pool of daemon threads.
 
-    ``on_done`` is how a finished call wakes the runtime's loop instead of waiting for its
-    next poll.
+    ``on_done`` is called on the worker after each call: how a finished call wakes the
+    runtime's loop instead of waiting for its next poll.
     """
 
-    def __init__(self, max_workers: int = 4, on_done: Callable[[], object] | None = None) -> None:
-        self.pool = ThreadWorkerPool(max_workers, name="edge-agent")
+    def __init__(
+        self,
+        workers: int = 4,
+        *,
+        name: str = "edge-worker",
+        on_done: Callable[[], object] | None = None,
+    ) -> None:
+        self.pool = ThreadWorkerPool(workers, name=name)
         self.on_done = on_done
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -165,3 +173,12 @@ class ThreadDispatcher:
     def shutdown(self) -> None:
         """Stop taking work; running calls finish on their own."""
         self.pool.shutdown(wait=False)
+
+
+def thread_executors(on_done: Callable[[], object] | None = None) -> ExecutorFactory:
+    """The runtime's ``ExecutorFactory`` on CPython: one thread pool per subsystem's ask."""
+
+    def make(name: str, workers: int) -> Executor:
+        return ThreadExecutor(workers, name=f"edge-{name}", on_done=on_done)
+
+    return make

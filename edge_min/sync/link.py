@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from edge_min.errors import EdgeError
+from edge_min.platform.executor import Executor, Handle
 
 log = logging.getLogger("edge_min.sync")
 
@@ -21,32 +22,12 @@ BUILD_TIMEOUT = 30.0  # seconds to open the sync worker's store and transport
 POST_TIMEOUT = 30.0  # seconds a metrics/alerts upload may take
 
 
-class Future(Protocol):
-    """The handle a worker returns."""
-
-    def done(self) -> bool:
-        """Whether the call finished."""
-        ...
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The call's value; raises what it raised."""
-        ...
-
-
-class Worker(Protocol):
-    """One worker thread: ``submit`` runs calls there, one at a time, in order."""
-
-    def submit(self, fn: Callable[[], Any]) -> Future:
-        """Run ``fn`` on the worker."""
-        ...
-
-
 class SyncLink:
     """What the runtime knows of sync: due runs, status, failures, restart, uploads."""
 
-    def __init__(self, build: Callable[[], Any], worker: Worker | None = None) -> None:
+    def __init__(self, build: Callable[[], Any], worker: Executor | None = None) -> None:
         self.worker = worker
-        self._inflight: Future | None = None
+        self._inflight: Handle | None = None
         # ``build`` opens the store and makes the manager; on the worker when there is one.
         self.manager = self._call(build, BUILD_TIMEOUT)
 

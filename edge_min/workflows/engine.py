@@ -42,6 +42,7 @@ from edge_min.errors import (
     StorageError,
     WorkflowError,
 )
+from edge_min.platform.executor import Executor, Handle, InlineExecutor, finished
 from edge_min.units import format_size
 from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, parse_definition
 
@@ -54,48 +55,9 @@ TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 FINISHED_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
 
-class Handle(Protocol):
-    """A dispatched call: poll ``done()``, then ``result()`` returns or raises."""
-
-    def done(self) -> bool:
-        """Whether the call has finished."""
-        ...
-
-    def result(self) -> Any:
-        """The call's return value; raises what the call raised."""
-        ...
-
-
-class Dispatcher(Protocol):
-    """Where blocking agent calls run: worker threads on CPython, inline elsewhere."""
-
-    def submit(self, fn: Callable[[], Any]) -> Handle:
-        """Start ``fn`` and return a handle to its result."""
-        ...
-
-
-class _Done:
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        self._value, self._error = value, error
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> Any:
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-class InlineDispatcher:
-    """Runs each call at once on the caller's thread: for Pyodide, MicroPython and benchmarks."""
-
-    def submit(self, fn: Callable[[], Any]) -> Handle:
-        """Run ``fn`` now."""
-        try:
-            return _Done(fn())
-        except Exception as exc:
-            return _Done(error=exc)
+# The engine's dispatcher is the platform's one executor port (edge_min.platform.executor).
+Dispatcher = Executor
+InlineDispatcher = InlineExecutor
 
 
 class AgentPort(Protocol):
@@ -546,7 +508,7 @@ class Engine:
         try:
             self.agents.prepare(agent)
         except EdgeError as exc:  # e.g. a model that no longer loads: the step fails, with why
-            handle = _Done(error=exc)
+            handle = finished(error=exc)
         else:
             handle = self.dispatcher.submit(lambda: self.agents.invoke(agent, value, context))
         run.inflight += 1

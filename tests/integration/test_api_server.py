@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from edge_min.api.router import Request, Response, Router
 from edge_min.api.server import ApiServer
+from edge_min.routing import Request, Response, Router
 from edge_min.security.certs import init_certs
 from edge_min.security.tls import client_context, server_context
 

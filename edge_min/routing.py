@@ -1,4 +1,8 @@
-"""One router for every local API route: path patterns, declared permissions, JSON errors.
+"""One router for every HTTP route: path patterns, declared permissions, JSON errors.
+
+Pure (json, re, dataclasses), so subsystems declare their routes next to their own code and
+the core imports it anywhere; the HTTP server that feeds it requests is ``edge_min.api.server``
+(the local API) and the central's server reuses both.
 
 Each route declares the permission it needs (``read``, ``write``, ``execute``, ``configure``);
 a route declared without one is refused (default deny). Who holds which permission is the
