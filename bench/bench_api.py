@@ -3,7 +3,7 @@
 Run it as ``python bench/bench_api.py``; ``run.py`` may import it and call ``run()``.
 
 The server side is what ``edge-min run`` starts: a ``Runtime`` on a temp data directory
-with ``ThreadDispatcher``, its loop on its own thread calling ``runtime.tick()``, the full
+with thread executors, its loop on its own thread calling ``runtime.tick()``, the full
 router (``build_router``) behind the token authorizer, served by ``ApiServer`` (16 workers).
 While it is measured, a background thread submits a five-step ``noop`` workflow through
 ``POST /workflows/{name}/run`` (``RUN_RATE`` per second) and the engine runs them.
@@ -157,7 +157,7 @@ class LiveRuntime:
         from edge_min.api.routes import build_router
         from edge_min.api.server import ApiServer
         from edge_min.config import parse_config
-        from edge_min.platform.threads import ThreadDispatcher, ThreadWaiter
+        from edge_min.platform.threads import ThreadWaiter, thread_executors
         from edge_min.runtime import Paths, Runtime
         from edge_min.security.tokens import issue, key_path, load_key
 
@@ -167,8 +167,7 @@ class LiveRuntime:
 
         def loop() -> None:
             # The runtime's connection belongs to its loop thread: open, tick and close there.
-            dispatcher = ThreadDispatcher(max_workers=4, on_done=waiter.set)
-            rt = Runtime(config, paths, dispatcher=dispatcher).open()
+            rt = Runtime(config, paths, executors=thread_executors(waiter.set)).open()
             rt.wake = waiter.set
             self.runtime = rt
             ready.set()
@@ -177,8 +176,7 @@ class LiveRuntime:
                     waiter.wait(rt.tick())
                     waiter.clear()
             finally:
-                rt.close()
-                dispatcher.shutdown()
+                rt.close()  # shuts its executors down too
 
         self._waiter = waiter
         self._loop = threading.Thread(target=loop, name="bench-runtime-loop", daemon=True)

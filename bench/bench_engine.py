@@ -44,6 +44,7 @@ from edge_min.clock import SystemClock
 from edge_min.store import MemoryStore, Storage, Store, open_sqlite
 from edge_min.store.base import Where
 from edge_min.store.tables import TABLES
+from edge_min.sync.tracker import ChangeTracker
 from edge_min.workflows.engine import Engine, InlineDispatcher, Limits
 
 STEPS_PER_RUN = 5
@@ -264,7 +265,7 @@ def sqlite_once(runs: int, concurrency: int, unbatched: bool) -> dict[str, float
         d = Path(tmp)
         backend = open_sqlite(d / "engine.db", "FULL")
         rec = RecordingStorage(backend)
-        store = Store(rec, SystemClock())
+        store = Store(rec, SystemClock(), ChangeTracker)
         engine = prepare(store, d / "work", runs, concurrency)
         backend.backup_to(d / "raw.db")  # type: ignore[attr-defined]
         if unbatched:
@@ -373,7 +374,7 @@ def memory_once(runs: int, concurrency: int) -> dict[str, float]:
     """One measurement: engine on MemoryStore and the plain-Python replay, in seconds."""
     with scratch_dir() as tmp:
         rec = RecordingStorage(MemoryStore())
-        store = Store(rec, SystemClock())
+        store = Store(rec, SystemClock(), ChangeTracker)
         engine = prepare(store, Path(tmp) / "work", runs, concurrency)
         before = {
             t: {(r["id"],): r for r in rec.inner.select(t)}
@@ -426,7 +427,7 @@ def profile(backend: str = "memory", runs: int = 200, concurrency: int = 8, top:
     with scratch_dir() as tmp:
         d = Path(tmp)
         inner: Storage = MemoryStore() if backend == "memory" else open_sqlite(d / "p.db", "FULL")
-        store = Store(inner, SystemClock())
+        store = Store(inner, SystemClock(), ChangeTracker)
         engine = prepare(store, d / "work", runs, concurrency)
         prof = cProfile.Profile()
         prof.enable()

@@ -30,6 +30,7 @@ from common import Row, best, per_second, row, scratch_dir, timed
 from edge_min.clock import SystemClock, iso
 from edge_min.store import Store, open_store
 from edge_min.store.tables import TABLES
+from edge_min.sync.tracker import ChangeTracker
 
 TABLE = "workflow_executions"
 WORKFLOW_ID = "bench-workflow"
@@ -63,7 +64,7 @@ def _payloads(n: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def _new_store(path: Path, synchronous: str) -> Store:
-    store = open_store(path, synchronous, clock=SystemClock())
+    store = open_store(path, synchronous, clock=SystemClock(), changes=ChangeTracker)
     store.workflows.create(name="bench", definition={"steps": []}, version="1", id=WORKFLOW_ID)
     return store
 

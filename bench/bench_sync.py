@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 from common import Row, row, scratch_dir
 
 from edge_min.config.security import CommunicationSecurity
+from edge_min.sync.tracker import ChangeTracker
 from edge_min.sync.transport import HttpTransport
 from tests.integration.sync.faultproxy import FaultProxy
 from tests.integration.sync.helpers import Edge, make_edge, seed, start_central
@@ -112,7 +113,7 @@ def _json_bytes() -> int:
     with scratch_dir() as d:
         from edge_min.store import open_store
 
-        store = open_store(Path(d) / "rows.db")
+        store = open_store(Path(d) / "rows.db", changes=ChangeTracker)
         seed(store, "a", 50, RECORDS)
         rows: list[Any] = []
         for entity in ("workflows", "agents", "workflow_executions", "agent_executions"):

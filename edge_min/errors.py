@@ -15,7 +15,8 @@
     ├── AgentError                  an agent could not be added or invoked
     │   └── AgentLimitExceeded      an agent's worker hit a resource limit (memory, time, storage)
     ├── SchedulerError              a job could not be scheduled (bad cron, bad interval)
-    └── RuntimeBusy                 another ``edge-min run`` already holds the data directory
+    ├── RuntimeBusy                 another ``edge-min run`` already holds the data directory
+    └── UsageError                  a command line that cannot be carried out as written
 
 Each class carries a stable ``code`` so the HTTP API and the sync protocol can report
 errors across a boundary without leaking Python class names.
@@ -185,3 +186,9 @@ class RuntimeBusy(EdgeError):
     """Another ``edge-min run`` already holds this data directory."""
 
     code = "runtime_busy"
+
+
+class UsageError(EdgeError):
+    """A command line that cannot be carried out as written."""
+
+    code = "usage_error"

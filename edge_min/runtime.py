@@ -1,8 +1,12 @@
-"""The runtime: store, files, agents, engine and timed jobs, assembled from one config.
+"""The runtime: the subsystems of ``edge_min.subsystems`` assembled over one config.
 
-``Runtime.tick(now)`` does whatever is due and returns how long the host may sleep, so the
-same runtime is driven by the gateway's blocking loop, by Pyodide's event loop, or by a test
-with a virtual clock. Where things live under the storage root (the data directory)::
+``Runtime.open()`` opens each subsystem (storage, workflows, sync, ..., monitor) in the
+order of their ``needs`` and schedules their timed jobs; ``Runtime.tick(now)`` does whatever
+is due and returns how long the host may sleep, so the same runtime is driven by the
+gateway's blocking loop (``edge_min.serving``), by Pyodide's event loop, or by a test with a
+virtual clock. One error policy holds for every timed job: an exception is logged with its
+traceback, counted (``edge_min_job_errors_total{job=...}``) and the job retried with backoff;
+the loop goes on. Where things live under the storage root (the data directory)::
 
     <root>/meta-agent-edge.db    the database (unless storage.path says otherwise)
     <root>/backups/              online backups, rotated (storage.backup_keep)
@@ -14,15 +18,29 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_min import __version__
-from edge_min.clock import Clock, SystemClock, iso
+from edge_min.clock import Clock, SystemClock
 from edge_min.config import EdgeConfig
-from edge_min.errors import EdgeError
+from edge_min.errors import ConfigError
+from edge_min.platform.executor import Executor, ExecutorFactory, inline_executors
+from edge_min.subsystem import CheckFn, Job, Subsystem
+
+if TYPE_CHECKING:
+    from edge_min.agents.registry import AgentRegistry
+    from edge_min.monitor import Monitor
+    from edge_min.platform import Platform
+    from edge_min.scheduler import Scheduler
+    from edge_min.scheduler.state import ScheduleState
+    from edge_min.store import Store
+    from edge_min.store.files import FileStore
+    from edge_min.store.repos import ScheduleStateRepo
+    from edge_min.sync.link import SyncLink
+    from edge_min.workflows.engine import Engine
 
 log = logging.getLogger("edge_min.runtime")
 
@@ -30,7 +48,9 @@ DEFAULT_DATA_DIR = "edge-data"
 LINK_PROBE_SECONDS = 30.0  # how often offline_mode auto re-checks the link to central
 LINK_PROBE_TIMEOUT = 3.0
 QUEUE_POLL_SECONDS = 1.0  # how soon a run queued by another process (the CLI) is noticed
-TRIGGER_REFRESH_SECONDS = 5.0  # how soon a workflow added by another process gets its trigger
+JOB_RETRY_FIRST = 1.0  # a failed job is retried after 1, 2, 4, ... seconds (at most its interval)
+
+S = TypeVar("S", bound=Subsystem)
 
 
 @dataclass(frozen=True)
@@ -72,25 +92,58 @@ class Paths:
 class StoreScheduleState:
     """The scheduler's catch-up state in the ``schedule_state`` table, so it survives reboots."""
 
-    def __init__(self, db: Any) -> None:
-        self.db = db
+    def __init__(self, db: Callable[[], ScheduleStateRepo]) -> None:
+        self.db = db  # the repo of the runtime's store, looked up when first needed
 
-    def load(self, job_id: str) -> Any:
+    def load(self, job_id: str) -> ScheduleState | None:
         """The saved state of a job, or None."""
         from edge_min.scheduler.state import ScheduleState
 
-        row = self.db.get(job_id)
+        row = self.db().get(job_id)
         if row is None:
             return None
         return ScheduleState(row["last_run_at"], row["next_run_at"])
 
-    def save(self, job_id: str, state: Any) -> None:
+    def save(self, job_id: str, state: ScheduleState) -> None:
         """Record when a job last ran and is next due."""
-        self.db.save(job_id, state.last_run_at, state.next_run_at)
+        self.db().save(job_id, state.last_run_at, state.next_run_at)
+
+
+class Core(Subsystem):
+    """The runtime's own part: the link probe (offline_mode auto) and the scheduler check."""
+
+    name = "core"
+
+    def open(self) -> None:
+        """Probe the link once, so the first sync and the engine know where they stand."""
+        if self.host.config.runtime.offline_mode == "auto":
+            runtime = self.host
+            assert isinstance(runtime, Runtime)
+            runtime.probe_link()
+
+    def jobs(self) -> Sequence[Job]:
+        """``network.probe_link`` every LINK_PROBE_SECONDS when offline_mode is auto."""
+        if self.host.config.runtime.offline_mode != "auto":
+            return []
+        runtime = self.host
+        assert isinstance(runtime, Runtime)
+        return [Job("network.probe_link", LINK_PROBE_SECONDS, runtime.probe_link)]
+
+    def health_checks(self) -> Mapping[str, CheckFn]:
+        """``scheduler``: the loop is not behind its next job."""
+        from edge_min.monitor.health import scheduler_check
+
+        return {"scheduler": scheduler_check(self.host.scheduler.next_deadline, self.host.clock)}
+
+    def metrics(self) -> Mapping[str, float]:
+        """Failed timed-job runs since start (the job error policy's count)."""
+        runtime = self.host
+        assert isinstance(runtime, Runtime)
+        return {"job_errors": float(sum(runtime.job_errors.values()))}
 
 
 class Runtime:
-    """One device's runtime: opened, ticked, closed."""
+    """One device's runtime: its subsystems opened, ticked and closed together."""
 
     def __init__(
         self,
@@ -98,86 +151,192 @@ class Runtime:
         paths: Paths,
         *,
         clock: Clock | None = None,
-        platform: Any = None,
-        dispatcher: Any = None,
-        sync_worker: Any = None,
-        sync: bool = True,
+        platform: Platform | None = None,
+        executors: ExecutorFactory | None = None,
+        subsystems: Sequence[type[Subsystem]] | None = None,
+        without: Sequence[str] = (),
     ) -> None:
+        from edge_min.scheduler import Scheduler
+
         self.config = config
         self.paths = paths
-        self.clock = clock or SystemClock()
-        self.platform = platform
-        self._dispatcher = dispatcher
-        self.store: Any = None
-        self.files: Any = None
-        self.agents: Any = None
-        self.engine: Any = None
-        self.scheduler: Any = None
-        self.monitor: Any = None
-        self.sync: Any = None  # the sync manager, when one is attached
-        self._trigger_jobs: dict[str, tuple[str, Any]] = {}
+        self.clock: Clock = clock or SystemClock()
+        self._platform = platform
+        self._executors: ExecutorFactory = executors or inline_executors
+        # Whether blocking work runs on threads: then each thread needs its own connection.
+        self.threaded = executors is not None
+        if subsystems is None:
+            from edge_min.subsystems import SUBSYSTEMS
+
+            subsystems = SUBSYSTEMS
+        self._kinds: list[type[Subsystem]] = [
+            Core,
+            *(k for k in subsystems if k.name not in without),
+        ]
+        self._open: dict[type[Subsystem], Subsystem] = {}
+        self._started: list[Executor] = []
+        self.scheduler: Scheduler = Scheduler(
+            self.clock, store=StoreScheduleState(lambda: self.store.schedule)
+        )
         self.started_at = self.clock.time()
         # Work handed over by other threads (the API): run on the loop thread, the only one
         # that touches the engine. deque append/popleft are atomic, so no lock is needed.
         self._calls: deque[tuple[Callable[[], Any], Any]] = deque()
         self.wake: Callable[[], object] = lambda: None
-        self.threaded = dispatcher is not None
-        self._sync_worker = sync_worker
-        self._sync_enabled = sync
+        #: Failed runs of each timed job since start, and the consecutive failures now.
+        self.job_errors: dict[str, int] = {}
+        self._failing: dict[str, int] = {}
         # Whether central answered the last link probe; offline_mode decides what it means.
-        self.online = config.runtime.offline_mode != "always"
+        self._online = config.runtime.offline_mode != "always"
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- the host the subsystems see -------------------------------------------------------
+
+    @property
+    def platform(self) -> Platform:
+        """The host platform, detected on first use unless one was given."""
+        if self._platform is None:
+            from edge_min.platform import get_platform
+
+            self._platform = get_platform()
+        return self._platform
+
+    @property
+    def online(self) -> bool:
+        """Whether central answered the last link probe."""
+        return self._online
+
+    @online.setter
+    def online(self, up: bool) -> None:
+        was, self._online = self._online, up
+        if was != up:
+            for sub in self.subsystems():
+                sub.link_changed(up)
+
+    def get(self, kind: type[S]) -> S:
+        """The open subsystem of that class."""
+        sub = self._open.get(kind)
+        if sub is None:
+            names = ", ".join(k.name for k in self._open) or "none yet"
+            raise ConfigError(
+                f"subsystem {kind.name!r} is not open in this runtime (open: {names}); "
+                "a subsystem may only use what its `needs` names"
+            )
+        assert isinstance(sub, kind)
+        return sub
+
+    def find(self, kind: type[S]) -> S | None:
+        """The open subsystem of that class, or None when this runtime lacks it."""
+        sub = self._open.get(kind)
+        return sub if isinstance(sub, kind) else None
+
+    def subsystems(self) -> Iterator[Subsystem]:
+        """The open subsystems, in opening order."""
+        return iter(list(self._open.values()))
+
+    def open_store(self) -> Store:
+        """A new connection to the device database (migrated; sync change tracking on)."""
+        from edge_min.store import open_store
+        from edge_min.sync.tracker import ChangeTracker
+
+        return open_store(
+            str(self.paths.db),
+            synchronous=self.config.storage.synchronous,
+            clock=self.clock,
+            changes=ChangeTracker,
+        )
+
+    def executor(self, name: str, workers: int) -> Executor:
+        """An executor for a subsystem's blocking work; shut down when the runtime closes."""
+        executor = self._executors(name, workers)
+        self._started.append(executor)
+        return executor
+
+    # -- the parts, typed ------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The device store (the storage subsystem's connection, on the loop thread)."""
+        from edge_min.store.subsystem import Storage
+
+        return self.get(Storage).store
+
+    @property
+    def files(self) -> FileStore:
+        """File storage under ``runtime.max_storage_usage``."""
+        from edge_min.store.subsystem import Storage
+
+        return self.get(Storage).files
+
+    @property
+    def engine(self) -> Engine:
+        """The durable workflow engine."""
+        from edge_min.workflows.subsystem import Workflows
+
+        return self.get(Workflows).engine
+
+    @property
+    def agents(self) -> AgentRegistry:
+        """The registered agents and their executors."""
+        from edge_min.workflows.subsystem import Workflows
+
+        return self.get(Workflows).agents
+
+    @property
+    def monitor(self) -> Monitor:
+        """Metrics, health checks and alerts."""
+        from edge_min.monitor.subsystem import Monitoring
+
+        return self.get(Monitoring).monitor
+
+    @property
+    def sync(self) -> SyncLink | None:
+        """The link to the sync manager, or None when this runtime does not sync."""
+        from edge_min.sync.subsystem import Sync
+
+        sub = self.find(Sync)
+        return sub.link if sub is not None else None
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> Runtime:
-        """Open the store and file storage, resume unfinished runs, schedule timed jobs."""
-        from edge_min.agents.registry import AgentRegistry
-        from edge_min.scheduler import Scheduler
-        from edge_min.store import open_store
-        from edge_min.store.files import FileStore
-        from edge_min.workflows.engine import Engine, Limits
-
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        self.store = open_store(
-            str(self.paths.db), synchronous=self.config.storage.synchronous, clock=self.clock
-        )
-        self.files = FileStore(
-            self.paths.root,
-            self.config.runtime.max_storage_usage,
-            db_size=self.store.size_bytes,
-        )
-        self.agents = AgentRegistry(
-            self.store, work_root=self.paths.agents_work, platform=self.platform
-        )
-        rt = self.config.runtime
-        self.engine = Engine(
-            self.store,
-            self.agents,
-            dispatcher=self._dispatcher,
-            clock=self.clock,
-            limits=Limits(rt.max_concurrent_workflows, rt.max_memory_usage, rt.offline_mode),
-            is_online=lambda: self.online,
-        )
-        resumed = self.engine.recover()
-        if resumed:
-            log.info("resumed %d unfinished run(s)", resumed)
-        self.scheduler = Scheduler(self.clock, store=StoreScheduleState(self.store.schedule))
-        self.monitor = self._make_monitor()
-        if self._sync_enabled:
-            self.sync = self._make_sync()
-        self._schedule_core_jobs()
-        self.refresh_triggers()
+        """Open every subsystem in order and schedule its jobs; closes them again on error."""
+        try:
+            for kind in self._kinds:
+                missing = [n for n in kind.needs if n not in {k.name for k in self._open}]
+                if missing:
+                    raise ConfigError(
+                        f"subsystem {kind.name!r} needs {', '.join(missing)}, which must come "
+                        "before it in edge_min.subsystems.SUBSYSTEMS"
+                    )
+                sub = kind(self)
+                self._open[kind] = sub
+                sub.open()
+            # Jobs once all are open: their catch-up state lives in the store.
+            for sub in self.subsystems():
+                for job in sub.jobs():
+                    self.add_job(job)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
-        """Stop agents and close the store."""
-        if self.agents is not None:
-            self.agents.close()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        """Close the subsystems, last opened first, and stop their executors."""
+        for sub in reversed(list(self._open.values())):
+            try:
+                sub.close()
+            except Exception:  # the others must still close
+                log.exception("closing subsystem %s failed", sub.name)
+        self._open.clear()
+        for executor in self._started:
+            executor.shutdown()
+        self._started.clear()
 
-    # -- the loop ------------------------------------------------------------------------
+    def add_job(self, job: Job) -> None:
+        """Schedule a timed job under the runtime's error policy."""
+        self.scheduler.add_interval(job.name, job.every, job.fn, first=job.first)
+
+    # -- the loop --------------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> float:
         """Run what is due; returns the seconds the host may sleep before the next tick."""
@@ -187,24 +346,40 @@ class Runtime:
             error: BaseException | None = None
             try:
                 due.fn()
-            except EdgeError as exc:  # a failed job is logged; the loop and the runtime go on
-                log.error("job %s failed: %s", due.name, exc)
+            except Exception as exc:  # the loop and the runtime go on: log, count, retry
                 error = exc
+                self._job_failed(due.name, exc)
+            else:
+                self._failing.pop(due.name.removesuffix(".retry"), None)
             finally:
                 self.scheduler.release(due, error)
-        self.engine.poll()
-        if self.sync is not None:
-            self.sync.tick(mono)
         wait = QUEUE_POLL_SECONDS
         nxt = self.scheduler.next_deadline()
         if nxt is not None:
             wait = min(wait, max(0.0, nxt - mono))
-        if self.sync is not None and (due := self.sync.next_deadline()) is not None:
-            wait = min(wait, max(0.0, due - mono))
-        retry = self.engine.next_wakeup()
-        if retry is not None:
-            wait = min(wait, max(0.0, retry - self.clock.time()))
+        for sub in self.subsystems():
+            try:
+                wanted = sub.tick(mono)
+            except Exception as exc:
+                self._job_failed(f"{sub.name}.tick", exc)
+                continue
+            if wanted is not None:
+                wait = min(wait, max(0.0, wanted - mono))
         return wait
+
+    def _job_failed(self, name: str, exc: Exception) -> None:
+        """The one error policy: a traceback in the log, a count, a retry with backoff."""
+        base = name.removesuffix(".retry")
+        self.job_errors[base] = self.job_errors.get(base, 0) + 1
+        streak = self._failing[base] = self._failing.get(base, 0) + 1
+        log.error("job %s failed (%d in a row): %s", base, streak, exc, exc_info=exc)
+        job = self.scheduler.get(base)
+        if job is None or job.every is None or name.endswith(".tick"):
+            return
+        delay = min(JOB_RETRY_FIRST * 2 ** (streak - 1), float(job.every))
+        if delay < float(job.every):  # sooner than the next regular run
+            self.scheduler.cancel(f"{base}.retry")
+            self.scheduler.add_once(f"{base}.retry", job.fn, after=delay)
 
     def call(self, fn: Callable[[], Any], future: Any = None) -> Any:
         """Run ``fn`` on the loop thread; ``future`` (set_result/set_exception) gets the outcome.
@@ -225,102 +400,7 @@ class Runtime:
             except BaseException as exc:  # handed to the caller, who reports it
                 future.set_exception(exc)
 
-    def _schedule_core_jobs(self) -> None:
-        interval = self.config.storage.backup_interval
-        if interval > 0:
-            self.scheduler.add_interval("storage.backup", interval, self.backup)
-        self.scheduler.add_interval(
-            "workflows.refresh_triggers", TRIGGER_REFRESH_SECONDS, self.refresh_triggers
-        )
-        for job in self.monitor.jobs():
-            self.scheduler.add_interval(job.name, job.every, job.fn, first=job.first)
-        if self.config.runtime.offline_mode == "auto":
-            self.probe_link()
-            self.scheduler.add_interval("network.probe_link", LINK_PROBE_SECONDS, self.probe_link)
-
-    def _make_monitor(self) -> Any:
-        from edge_min.monitor import (
-            Monitor,
-            SqlMonitorStore,
-            database_check,
-            default_resources,
-            scheduler_check,
-            sync_check,
-        )
-
-        return Monitor(
-            self.config.monitoring_config,
-            self.clock,
-            settings=self.config.monitoring,
-            store=SqlMonitorStore(self.store.backend),
-            resources=default_resources(self.paths.root),
-            runtime_metrics=self.runtime_metrics,
-            builtins={
-                "database": database_check(self.store.backend),
-                "scheduler": scheduler_check(self.scheduler.next_deadline, self.clock),
-                "sync": sync_check(self.sync_failures),
-            },
-            send_metrics=self._send_to_central("metrics"),
-            send_notification=self._send_to_central("alerts"),
-            is_online=lambda: self.online,
-            cleanup_tmp=self.files.cleanup_tmp,
-            restart_sync=self.restart_sync,
-        )
-
-    def _make_sync(self) -> Any:
-        """The sync manager for sync.central_url, on the sync worker with its own store."""
-        from edge_min.store import open_store
-        from edge_min.sync.commands import build_manager
-        from edge_min.sync.link import SyncLink
-
-        def build() -> Any:
-            store = self.store
-            if self._sync_worker is not None:  # a connection of the worker's own
-                store = open_store(
-                    str(self.paths.db),
-                    synchronous=self.config.storage.synchronous,
-                    clock=self.clock,
-                )
-            manager = build_manager(self.config, self.paths, store, clock=self.clock)
-            manager.link_changed(self.online)
-            return manager
-
-        return SyncLink(build, self._sync_worker)
-
-    def _send_to_central(self, what: str) -> Any:
-        def send(payload: Any) -> None:
-            if self.sync is None:
-                # Nothing is lost: the monitor keeps it queued until a sync manager sends it.
-                raise EdgeError(f"no sync manager attached; {what} stay queued")
-            self.sync.post_json(f"/api/{what}", payload)
-
-        return send
-
-    def sync_failures(self) -> int:
-        """Consecutive failed sync attempts (the monitor's sync_failures metric)."""
-        return int(self.sync.failures()) if self.sync is not None else 0
-
-    def restart_sync(self) -> None:
-        """The restart_sync alert action."""
-        if self.sync is not None:
-            self.sync.restart()
-
-    def runtime_metrics(self) -> dict[str, float]:
-        """The runtime's own metrics for the monitor."""
-        counts = {
-            f"runs_{status}": float(self.store.backend.count("workflow_executions", {"status": s}))
-            for status, s in (
-                ("queued", "queued"),
-                ("running", "running"),
-                ("succeeded", "succeeded"),
-                ("failed", "failed"),
-                ("cancelled", "cancelled"),
-            )
-        }
-        counts["queue_depth"] = counts["runs_queued"]
-        counts["sync_failures"] = float(self.sync_failures())
-        counts["step_latency"] = self.engine.step_latency()
-        return counts
+    # -- the runtime's own jobs and views ----------------------------------------------------
 
     def probe_link(self) -> bool:
         """Check whether central (sync.central_url) is reachable; sets ``online``."""
@@ -328,93 +408,46 @@ class Runtime:
 
         url = urlsplit(self.config.sync.central_url)
         port = url.port or (443 if url.scheme == "https" else 80)
-        platform = self.platform
-        if platform is None:
-            from edge_min.platform import get_platform
-
-            platform = self.platform = get_platform()
-        was, self.online = (
-            self.online,
-            platform.can_reach(url.hostname or "127.0.0.1", port, LINK_PROBE_TIMEOUT),
-        )
-        if was != self.online:
-            log.info("link to central %s is %s", url.netloc, "up" if self.online else "down")
-            if self.sync is not None:
-                self.sync.link_changed(self.online)
-        return self.online
+        up = self.platform.can_reach(url.hostname or "127.0.0.1", port, LINK_PROBE_TIMEOUT)
+        if up != self._online:
+            log.info("link to central %s is %s", url.netloc, "up" if up else "down")
+        self.online = up
+        return up
 
     def refresh_triggers(self) -> None:
-        """Give each interval or cron workflow a job that queues its runs; drop stale ones."""
-        wanted: dict[str, tuple[str, Any]] = {}
-        for row in self.store.workflows.list():
-            definition = self.engine.definition(row)
-            trig = definition.trigger
-            if trig.type in ("interval", "cron"):
-                wanted[definition.name] = (definition.digest(), trig)
-        for name, (digest, _) in list(self._trigger_jobs.items()):
-            if wanted.get(name, (None,))[0] != digest:
-                self.scheduler.cancel(f"trigger:{name}")
-                del self._trigger_jobs[name]
-        for name, (digest, trig) in wanted.items():
-            if name in self._trigger_jobs:
-                continue
+        """Give each interval or cron workflow its job (the workflows subsystem's)."""
+        from edge_min.workflows.subsystem import Workflows
 
-            def fire(name: str = name, value: Any = trig.input) -> None:
-                execution_id = self.engine.submit(name, value)
-                log.info("trigger queued %s run %s", name, execution_id)
-
-            job = f"trigger:{name}"
-            if trig.type == "interval":
-                self.scheduler.add_interval(job, trig.every, fire)
-            else:
-                self.scheduler.add_cron(job, trig.cron, fire)
-            self._trigger_jobs[name] = (digest, trig)
-
-    # -- jobs and views ------------------------------------------------------------------
+        self.get(Workflows).refresh_triggers()
 
     def backup(self) -> Path:
         """Take an online backup now and rotate old ones."""
-        from edge_min.store.backup import create_backup
+        from edge_min.store.subsystem import Storage
 
-        path = create_backup(
-            self.store, self.paths.root, self.clock.time(), keep=self.config.storage.backup_keep
-        )
-        log.info("backup written to %s", path)
-        return Path(path)
+        return self.get(Storage).backup()
+
+    def runtime_metrics(self) -> dict[str, float]:
+        """Every subsystem's readings, for the monitor's sample."""
+        values: dict[str, float] = {}
+        for sub in self.subsystems():
+            values.update(sub.metrics())
+        return values
 
     def status(self) -> dict[str, Any]:
         """What ``edge-min status`` and ``GET /status`` show."""
-        return status_of(
-            self.store,
-            self.paths,
-            self.files,
-            extra={
-                "uptime_s": round(self.clock.time() - self.started_at, 1),
-                "active_runs": len(self.engine.active_runs()),
-                "steps_in_flight": self.engine.inflight(),
-            },
-        )
+        info: dict[str, Any] = {"version": __version__}
+        for sub in self.subsystems():
+            info.update(sub.status())
+        info["uptime_s"] = round(self.clock.time() - self.started_at, 1)
+        return info
 
 
-def status_of(store: Any, paths: Paths, files: Any, extra: dict[str, Any] | None = None) -> dict:
+def status_of(
+    store: Store, paths: Paths, files: FileStore, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A status summary from an open store (used with or without a running runtime)."""
-    counts: dict[str, int] = {}
-    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
-        counts[status] = store.backend.count("workflow_executions", {"status": status})
-    from edge_min.store.backup import list_backups
+    from edge_min.store.subsystem import storage_status
 
-    backups = list_backups(paths.root)
-    info: dict[str, Any] = {
-        "version": __version__,
-        "data_dir": str(paths.root),
-        "database": str(paths.db),
-        "database_bytes": store.size_bytes(),
-        "workflows": store.backend.count("workflows"),
-        "agents": store.backend.count("agents"),
-        "executions": counts,
-        "storage": {"usage": files.usage(), "total": files.total_usage(), "limit": files.max_bytes},
-        "last_backup": backups[-1].name if backups else None,
-        "time": iso(store.clock.time()),
-    }
+    info: dict[str, Any] = {"version": __version__, **storage_status(store, paths, files)}
     info.update(extra or {})
     return info

@@ -15,30 +15,24 @@ comes from ``access_control.authorization``: each role's permissions, and
 ``token_expired`` or ``token_revoked``; 403 answers carry ``forbidden``. ``GET /health`` and
 ``GET /sync/status`` are open without credentials when ``api.health_open`` is true (the spec's
 own health check curls /sync/status without a token).
-
-This module also holds the ``edge-min token issue|revoke`` command functions.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edge_min.api.router import ApiError, Request, Router
-from edge_min.clock import Clock, iso
+from edge_min.clock import Clock
 from edge_min.config.security import SecurityConfig
 from edge_min.errors import ConfigError
+from edge_min.routing import ApiError, Request, Router
 from edge_min.security.tokens import (
     RevocationList,
     TokenError,
-    issue,
     key_path,
     load_key,
-    revoke_token_or_id,
     verify,
 )
 
@@ -185,13 +179,7 @@ class _ThreadRevocations:
         if revocations is None:
             if not self.runtime.threaded:
                 return RevocationList(self.runtime.store.meta).is_revoked(jti)
-            from edge_min.store import open_store
-
-            store = open_store(
-                str(self.runtime.paths.db),
-                synchronous=self.runtime.config.storage.synchronous,
-                clock=self.runtime.clock,
-            )
+            store = self.runtime.open_store()
             with self.lock:
                 self.opened.append(store)
             revocations = self.local.revocations = RevocationList(store.meta)
@@ -222,60 +210,3 @@ def install_authorizer(
     router.authorizer = authorizer
     router.close_hooks.append(revocations.close)
     return authorizer
-
-
-# -- `edge-min token issue|revoke` --------------------------------------------------------
-
-
-def add_issue_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-min token issue``."""
-    p.add_argument("--role", required=True, help="a role from access_control.authorization")
-    p.add_argument(
-        "--ttl",
-        help="lifetime such as 30m, 1h, 7 days (default: access_control.authentication."
-        "token_expiry)",
-    )
-    p.add_argument("--subject", help="who the token is for, recorded in the token (optional)")
-
-
-def add_revoke_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-min token revoke``."""
-    p.add_argument("token", metavar="TOKEN_OR_JTI", help="a whole token, or its id (jti)")
-
-
-def token_issue(args: argparse.Namespace) -> int:
-    """Print a new bearer token, and nothing else, on stdout."""
-    from edge_min.cli import _context
-    from edge_min.units import parse_duration
-
-    config, paths = _context(args)
-    ac = config.security_config.access_control
-    ttl = ac.authentication.token_expiry if args.ttl is None else parse_duration(args.ttl)
-    token = issue(
-        args.role,
-        ttl,
-        key=load_key(key_path(paths.root)),
-        now=time.time(),
-        subject=args.subject,
-        roles=[r.name for r in ac.authorization.roles],
-    )
-    print(token)
-    return 0
-
-
-def token_revoke(args: argparse.Namespace) -> int:
-    """Revoke a token (or its jti) in the data directory's database; prints what was revoked."""
-    from edge_min.cli import _context
-    from edge_min.store import open_store
-
-    config, paths = _context(args)
-    key = load_key(key_path(paths.root), create=False)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    store = open_store(str(paths.db), synchronous=config.storage.synchronous)
-    try:
-        jti, exp = revoke_token_or_id(args.token, key=key, revocations=RevocationList(store.meta))
-    finally:
-        store.close()
-    until = f"; it would have expired at {iso(exp)}" if exp is not None else ""
-    print(f"revoked {jti}{until}")
-    return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_min.central.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, serve
 from edge_min.errors import EdgeError
+from edge_min.hooks import TargetHooks
 
 DEFAULT_DATA_DIR = "./central-data"
 
@@ -65,8 +66,11 @@ def default_db_url(data_dir: str | None) -> str:
     return f"sqlite:///{path}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``central serve`` with parsed arguments; returns the exit code."""
+def run(args: argparse.Namespace, hooks: Sequence[TargetHooks] = ()) -> int:
+    """Run ``central serve`` with parsed arguments; returns the exit code.
+
+    ``hooks`` are a target's (``edge_min.hooks``): told when central serves and stops.
+    """
     if args.workers < 1:
         raise EdgeError(f"--workers {args.workers} must be at least 1")
     db_url = args.db or default_db_url(getattr(args, "data_dir", None))
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         sync_key_file=args.sync_key_file,
         allow_insecure=args.insecure_http,
         tls=(args.tls_cert, args.tls_key, args.tls_ca) if all(tls_paths) else None,
+        hooks=hooks,
     )
 
 

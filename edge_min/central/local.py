@@ -1,12 +1,13 @@
 """A local central beside the runtime, for a first run with nothing else set up.
 
 ``edge-min run --local-central`` (what ``make run`` does) calls ``start_local_central``: when
-``sync.central_url`` is the built-in default (``http://127.0.0.1:8765``), a reference central
-is served on that address from the same process, with its own SQLite database under the
-data directory (``<data>/central/central.db``) and this device's payload key
-(``<data>/keys/sync.key``) as its shared key, so the first sync succeeds with no hand steps.
-An operator's central is never touched: with any other ``central_url`` nothing is started,
-and when something already listens on the default address it is left to answer.
+``sync.central_url`` is a plain-HTTP address on this machine (the built-in default,
+``http://127.0.0.1:8765``, is one), a reference central is served on that address from the
+same process, with its own SQLite database under the data directory
+(``<data>/central/central.db``) and this device's payload key (``<data>/keys/sync.key``) as
+its shared key, so the first sync succeeds with no hand steps. An operator's central is
+never touched: with a ``central_url`` on another host, or over https, nothing is started,
+and when something already listens on the address it is left to answer.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import errno
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from edge_min.central.server import DEFAULT_HOST, DEFAULT_PORT, CentralServer
+from edge_min.central.server import CentralServer, is_loopback
 from edge_min.central.store import open_central_store
-from edge_min.config.runtime import DEFAULT_CENTRAL_URL
 
 log = logging.getLogger("edge_min.central")
 
@@ -34,16 +35,21 @@ def local_central_db(root: Path) -> Path:
 
 
 def start_local_central(config: Any, root: Path) -> CentralServer | None:
-    """Serve a local central for the default ``central_url``; None when none is wanted.
+    """Serve a local central at ``central_url`` on this machine; None when none is wanted.
 
     ``config`` is the runtime's EdgeConfig and ``root`` its data directory. Returns the
     started server (stop it after the runtime), or None when ``central_url`` names another
-    central or the default address is already taken.
+    host or https, or its address is already taken.
     """
     url = config.sync.central_url
-    if url.rstrip("/") != DEFAULT_CENTRAL_URL:
-        log.info("sync.central_url is %s: no local central started", url)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not is_loopback(host) or parts.path.strip("/"):
+        log.info(
+            "sync.central_url %s is not plain http on this machine: no local central started", url
+        )
         return None
+    port = parts.port or 80
     key = None
     if config.sync_config.network.encryption:
         from edge_min.sync.commands import load_sync_key
@@ -52,7 +58,6 @@ def start_local_central(config: Any, root: Path) -> CentralServer | None:
     db = local_central_db(root)
     db.parent.mkdir(parents=True, exist_ok=True)
     store = open_central_store(f"sqlite:///{db}")
-    host, port = DEFAULT_HOST, DEFAULT_PORT
     try:
         server = CentralServer(
             store, host, port, workers=LOCAL_CENTRAL_WORKERS, shared_key=key

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from edge_min.api.server import ApiServer
 from edge_min.central.app import CentralApp
 from edge_min.central.store import CentralStore, open_central_store
 from edge_min.errors import ConfigError
+from edge_min.hooks import Hooks, ServingAddress, TargetHooks
 
 log = logging.getLogger("edge_min.central")
 
@@ -126,6 +127,7 @@ def serve(
     on_ready: Callable[[CentralServer], Any] | None = None,
     tls: tuple[str, str, str] | None = None,
     tls_protocol: str = "TLS 1.3",
+    hooks: Sequence[TargetHooks] = (),
 ) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code (call from the main thread).
 
@@ -149,6 +151,7 @@ def serve(
         log.warning(
             "serving PLAIN HTTP on %s: sync traffic and device identities are exposed", host
         )
+    told = Hooks(hooks)
     key = read_key_file(sync_key_file) if sync_key_file else None
     store = open_central_store(db_url)
     stop = threading.Event()
@@ -173,10 +176,17 @@ def serve(
         print(f"edge-min central: {store.kind} store, serving on {server.url}", flush=True)
         if on_ready is not None:
             on_ready(server)
+        bound_host, bound_port = server.address
+        told.serving(ServingAddress(bound_host, bound_port, tls=ssl_context is not None))
         while not stop.wait(1.0):
-            pass
+            told.alive()
         log.info("central stopping on signal %s", stopped_by[0] if stopped_by else "?")
+        told.stopping()
         return 0
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            told.fatal(exc)
+        raise
     finally:
         if server is not None:
             server.stop()

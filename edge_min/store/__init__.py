@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from edge_min.clock import Clock
 from edge_min.store.base import Ge, Gt, IsNull, Le, Lt, Ne, NotNull, Storage
 from edge_min.store.memory import MemoryStore
-from edge_min.store.repos import Store
+from edge_min.store.repos import ChangeRecorder, ChangeRecorderFactory, Store
 
 if TYPE_CHECKING:
     from edge_min.store.migrations import Migration
 
 __all__ = [
+    "ChangeRecorder",
+    "ChangeRecorderFactory",
     "Ge",
     "Gt",
     "IsNull",
@@ -72,8 +74,14 @@ def open_store(
     busy_timeout_ms: int | None = None,
     lock_retries: int | None = None,
     migrations: Sequence[Migration] | None = None,
+    changes: ChangeRecorderFactory | None = None,
 ) -> Store:
-    """A ``Store`` on the SQLite database at ``path`` (``":memory:"`` for a throwaway one)."""
+    """A ``Store`` on the SQLite database at ``path`` (``":memory:"`` for a throwaway one).
+
+    ``changes`` makes the recorder that logs writes of the synced tables for sync
+    (``edge_min.sync.tracker.ChangeTracker``); without one nothing is logged, which suits
+    read-only commands and tests of the store alone.
+    """
     backend = open_sqlite(
         path,
         synchronous,
@@ -82,4 +90,4 @@ def open_store(
         migrations=migrations,
         clock=clock,
     )
-    return Store(backend, clock)
+    return Store(backend, clock, changes)

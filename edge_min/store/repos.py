@@ -3,8 +3,11 @@
 Every ``create``/``update`` stamps ``updated_at`` (tables that have it) and sets
 ``sync_status='pending'`` (tables that have it), so the sync client finds every local change.
 The four synced repositories also log each write (create, update, set, add, their batch forms,
-delete) through ``edge_min.sync.tracker.ChangeTracker`` in the same transaction as the write:
-one ``sync_changes`` row per row written, one insert_many per batch. ``mark_synced`` and
+delete) through the store's ``ChangeRecorder``, in the same transaction as the write: one
+``sync_changes`` row per row written, one insert_many per batch. The recorder is injected
+(``Store(backend, clock, changes=factory)``; the device's is ``edge_min.sync.tracker
+.ChangeTracker``, wired by ``edge_min.runtime.Runtime.open_store``), so the store knows
+nothing of sync. ``mark_synced`` and
 ``apply_remote`` are sync's own writes and are not logged.
 Timestamps come from the injected ``Clock`` as ``clock.iso`` text (sortable UTC).
 
@@ -18,17 +21,34 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from edge_min.clock import Clock, SystemClock, iso
 from edge_min.errors import NotFound, StorageError
 from edge_min.store.base import Le, Lt, Row, Storage, Where
 from edge_min.store.tables import TABLES
 
-if TYPE_CHECKING:
-    from edge_min.sync.tracker import ChangeTracker
+
+class ChangeRecorder(Protocol):
+    """Logs writes of the synced tables inside the write's own transaction."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """The write's transaction (a savepoint when the caller already holds one)."""
+        ...
+
+    def record(self, entity: str, op: str, ids: Sequence[str], fields: str | Sequence[str]) -> None:
+        """Log ``op`` (``upsert``) of rows ``ids`` of ``entity`` with the changed ``fields``."""
+        ...
+
+    def record_delete(self, entity: str, entity_id: str) -> None:
+        """Log the deletion of one row (a tombstone)."""
+        ...
+
+
+#: Makes a store's recorder from its backend and clock (``ChangeTracker`` is one).
+ChangeRecorderFactory = Callable[[Storage, Clock], ChangeRecorder]
 
 # Set only by the repositories themselves, never through update(**changes).
 _MANAGED = frozenset({"id", "created_at", "updated_at", "sync_status", "last_synced_at"})
@@ -88,7 +108,7 @@ class Repo:
     table: ClassVar[str]
     json_columns: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, db: Storage, clock: Clock, changes: ChangeTracker | None = None) -> None:
+    def __init__(self, db: Storage, clock: Clock, changes: ChangeRecorder | None = None) -> None:
         self.db = db
         self.clock = clock
         cols = TABLES[self.table].column_names
@@ -540,13 +560,18 @@ class ScheduleStateRepo:
 class Store:
     """The store facade: one backend, the repositories on it and the clock they stamp with."""
 
-    def __init__(self, backend: Storage, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        backend: Storage,
+        clock: Clock | None = None,
+        changes: ChangeRecorderFactory | None = None,
+    ) -> None:
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
-        # Imported here: sync sits above the store, and only a Store wires the hook in.
-        from edge_min.sync.tracker import ChangeTracker
-
-        self.changes = ChangeTracker(backend, self.clock)
+        #: The change log hook of the synced tables (None: writes are not logged for sync).
+        self.changes: ChangeRecorder | None = (
+            changes(backend, self.clock) if changes is not None else None
+        )
         self.workflows = WorkflowRepo(backend, self.clock, self.changes)
         self.executions = ExecutionRepo(backend, self.clock, self.changes)
         self.agents = AgentRepo(backend, self.clock, self.changes)

@@ -42,7 +42,7 @@ from edge_min.sync.conflicts import (
     resolve,
     same_content,
 )
-from edge_min.sync.errors import ConflictError
+from edge_min.sync.errors import ConflictError, SyncError
 from edge_min.sync.hlc import HybridClock
 from edge_min.sync.tracker import ENTITIES, SYNC_COLUMNS, ChangeTracker, data_columns
 
@@ -103,6 +103,11 @@ class SyncState:
     def __init__(self, store: Store, node: str | None = None, clock: Clock | None = None) -> None:
         self.store = store
         self.db: Storage = store.backend
+        if not isinstance(store.changes, ChangeTracker):
+            raise SyncError(
+                "this store logs no changes for sync; open it with "
+                "open_store(..., changes=ChangeTracker) (Runtime.open_store does)"
+            )
         self.tracker: ChangeTracker = store.changes
         if clock is not None:
             self.tracker.clock = clock

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from edge_min.clock import Clock, SystemClock
 from edge_min.config.sync import ENTITIES
 from edge_min.security.keyfile import create_key_file
-from edge_min.sync.errors import SyncKeyError
+from edge_min.sync.errors import SyncKeyError, SyncUnavailable
 
 NODE_META_KEY = "device.id"  # edge_min.sync.changes.DEVICE_KEY
 KEY_FILE = Path("keys") / "sync.key"
@@ -142,8 +142,9 @@ def build_manager(
 
 def _open(config: Any, paths: Any) -> Any:
     from edge_min.store import open_store
+    from edge_min.sync.tracker import ChangeTracker
 
-    return open_store(str(paths.db), synchronous=config.storage.synchronous)
+    return open_store(str(paths.db), synchronous=config.storage.synchronous, changes=ChangeTracker)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -339,3 +340,55 @@ def sync_resolve(args: argparse.Namespace, config: Any, paths: Any) -> int:
         return 0
     finally:
         store.close()
+
+
+# -- asking a running runtime ---------------------------------------------------------------
+
+
+def sync_via_runtime(paths: Any, base: str, timeout: float = 120.0) -> int:
+    """POST /sync/now to the runtime at ``base``; wait for the run; print a summary."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from edge_min.clock import iso
+    from edge_min.security.tokens import issue, key_path, load_key
+
+    # Whoever can read the data directory's key is its administrator: a one-minute token.
+    token = issue("admin", 60, key=load_key(key_path(paths.root)), now=time.time())
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def call(method: str, path: str) -> dict[str, Any]:
+        req = urllib.request.Request(base + path, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as err:
+            try:
+                message = json.loads(err.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = f"{err.code} {err.reason}"
+            raise SyncUnavailable(message) from err
+
+    started = time.time()
+    try:
+        call("POST", "/sync/now")
+    except SyncUnavailable as exc:
+        print(f"sync: failed: {exc}")
+        return 1
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = call("GET", "/sync/status")
+        attempts = [e.get("last_attempt") or "" for e in doc.get("entities", {}).values()]
+        finished = doc["status"] != "running" and attempts and min(attempts) >= iso(started)
+        if finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    for entity, info in sorted(doc.get("entities", {}).items()):
+        error = f", error: {info['last_error']}" if info.get("last_error") else ""
+        print(
+            f"{entity}: pending {info.get('pending')}, last success {info.get('last_success')}"
+            f"{error}"
+        )
+    print(f"sync: {doc['status']}")
+    return 0 if doc["status"] == "success" else 1

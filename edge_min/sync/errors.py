@@ -133,3 +133,9 @@ def error_for_code(code: str, message: str) -> SyncError:
     if cls is None:
         return SyncError(f"{message} (remote code {code!r})", remote_code=code)
     return cls(message)
+
+
+class SyncUnavailable(SyncError):
+    """The running runtime cannot sync now (offline, link down, no sync manager)."""
+
+    code = "sync_unavailable"

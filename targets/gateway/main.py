@@ -10,9 +10,9 @@
   ``<name>: ok|missing: <reason>`` line each (exit 1 if one is missing): the smoke test
   that catches a module present in the source tree but left out of the binary.
 - anything else is ``edge-min``'s own command line (``edge_min.cli.main``), with the
-  gateway shim installed first (``targets.gateway.shim``): systemd readiness and watchdog
-  notification when ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are set, and the start-up pages
-  of the program given back once ``run`` serves.
+  gateway's target hooks (``targets.gateway.shim``): systemd readiness, watchdog and
+  stopping notification when ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are set, and the
+  start-up pages of the program given back once ``run`` serves.
 
 It also runs from the source tree: ``python targets/gateway/main.py version``.
 """
@@ -42,12 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from targets.gateway.modules import check_modules
 
         return check_modules(args[2:])
-    from targets.gateway.shim import install
-
-    install(args[1:])
     from edge_min.cli import main as cli_main
+    from targets.gateway.shim import target_hooks
 
-    return cli_main(args[1:])
+    return cli_main(args[1:], hooks=target_hooks(compiled="__compiled__" in globals()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Callable
+
+from edge_min.hooks import NoHooks, ServingAddress
 
 MADV_PAGEOUT = 21
 _READ_ONLY = ("r--p", "r-xp")
@@ -56,25 +57,24 @@ def trim(program: str | None = None) -> int:
     return advised
 
 
-def trim_when_serving(
-    ready: Callable[[], bool], settle: float = 5.0, timeout: float = 300.0
-) -> threading.Thread | None:
-    """A daemon thread: once ``ready()`` is true, wait ``settle`` seconds, then ``trim()``.
+class TrimWhenServing(NoHooks):
+    """A target hook: ``settle`` seconds after the runtime serves, ``trim()`` in a thread.
 
     ``settle`` lets the first rounds of the monitor, sync and API touch what they need.
     """
-    if os.environ.get("EDGE_MIN_TRIM", "1") == "0":
-        return None
 
-    def run() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                time.sleep(settle)
-                trim()
-                return
-            time.sleep(0.2)
+    def __init__(self, settle: float = 5.0) -> None:
+        self.settle = settle
+        self.thread: threading.Thread | None = None
 
-    thread = threading.Thread(target=run, name="trim-start-up-pages", daemon=True)
-    thread.start()
-    return thread
+    def serving(self, address: ServingAddress | None) -> None:
+        """Start the trim thread (once)."""
+        if self.thread is not None or os.environ.get("EDGE_MIN_TRIM", "1") == "0":
+            return
+
+        def run() -> None:
+            time.sleep(self.settle)
+            trim()
+
+        self.thread = threading.Thread(target=run, name="trim-start-up-pages", daemon=True)
+        self.thread.start()

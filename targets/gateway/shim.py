@@ -5,47 +5,32 @@ cgroups and namespaces; ``edge_min.platform.procfs``: host readings from ``/proc
 ``/sys``) already is the Linux port, and it starts workers through the binary itself when
 compiled (``edge_min.platform.worker.command``). The one-file launcher
 (``targets/gateway/launcher.c``) ``execv``s the unpacked program, so the process systemd
-started *is* the runtime: no parent to forward signals or to outlive. ``install(argv)`` adds
-what only a deployed binary needs, before ``edge_min.cli.main`` runs, for the long-running
-commands (``run``, ``central serve``):
+started *is* the runtime: no parent to forward signals or to outlive. ``target_hooks()`` is
+what the gateway adds, as target hooks the serving commands (``run``, ``central serve``)
+call; the command line is parsed once, by the CLI:
 
-- **systemd notification**: ``READY=1`` and ``WATCHDOG=1`` (``targets.gateway.systemd``);
-- **start-up pages given back**: once the API answers, the compiled program's read-only
+- **systemd notification**: ``READY=1``, ``WATCHDOG=1``, ``STOPPING=1`` when
+  ``NOTIFY_SOCKET`` is set (``targets.gateway.systemd``);
+- **start-up pages given back**: once the runtime serves, the compiled program's read-only
   pages are paged out (``targets.gateway.memory``), since start-up touched far more of
   them than the idle runtime uses.
 """
 
 from __future__ import annotations
 
-from targets.gateway.memory import trim_when_serving
-from targets.gateway.systemd import SystemdNotifier, serving_address, start_notifier
+from collections.abc import Mapping
 
-#: Commands that serve until stopped, and so report readiness to systemd.
-SERVING = (("run",), ("central", "serve"))
-
-
-def command_words(argv: list[str]) -> tuple[str, ...]:
-    """The subcommand words of an edge-min command line (global options skipped)."""
-    words: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg.startswith("-"):
-            # --config/--data-dir take a value unless written as --opt=value
-            skip = arg in ("--config", "--data-dir", "-c", "-d")
-        else:
-            words.append(arg)
-            if len(words) == 2:
-                break
-    return tuple(words)
+from edge_min.hooks import TargetHooks
+from targets.gateway.memory import TrimWhenServing
+from targets.gateway.systemd import systemd_hooks
 
 
-def install(argv: list[str]) -> SystemdNotifier | None:
-    """Apply the shim for the command line ``argv`` (without the program name)."""
-    words = command_words(argv)
-    if not any(words[: len(serving)] == serving for serving in SERVING):
-        return None
-    if "__compiled__" in globals():
-        trim_when_serving(lambda: serving_address() is not None)
-    return start_notifier()
+def target_hooks(environ: Mapping[str, str] | None = None, *, compiled: bool) -> list[TargetHooks]:
+    """The gateway's hooks for this process: systemd's when asked for, the trim when compiled."""
+    hooks: list[TargetHooks] = []
+    notifier = systemd_hooks(environ)
+    if notifier is not None:
+        hooks.append(notifier)
+    if compiled:
+        hooks.append(TrimWhenServing())
+    return hooks

@@ -1,28 +1,24 @@
-"""systemd readiness and watchdog for ``edge-min run`` under ``Type=notify``.
+"""systemd readiness and watchdog for ``edge-min run`` under ``Type=notify``: target hooks.
 
 systemd passes ``NOTIFY_SOCKET`` (an ``AF_UNIX`` datagram socket; a leading ``@`` means the
 abstract namespace) and, with ``WatchdogSec=``, ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``, the
 process meant to ping). The protocol is ``KEY=VALUE`` lines in one datagram (``sd_notify(3)``).
 
-Readiness and liveness are judged from outside the runtime's own loop, the way a client
-sees it: ``READY=1`` is sent once this process listens on a TCP port and ``GET /health``
-there gets an HTTP answer (any status: 401 with ``health_open: false`` or 503 while a check
-fails still proves the API serves). ``WATCHDOG=1`` is sent every ``WATCHDOG_USEC / 2`` only
-while ``/health`` keeps answering within that half period; a hung runtime stops the pings
-and systemd restarts it. The listening port is read from ``/proc/self/fd`` and
-``/proc/net/tcp{,6}``, so ``--port 0`` and the config file need no parsing here.
+``SystemdHooks`` are the runtime's target hooks (``edge_min.hooks``), so readiness is what
+the runtime itself says, over plain HTTP or TLS alike: ``READY=1`` (with the API's address in
+``STATUS=``) when it serves, ``WATCHDOG=1`` at most every ``WATCHDOG_USEC / 2`` from the
+loop's own turns (a hung loop stops the pings and systemd restarts it), ``STOPPING=1`` when
+it stops, and the error in ``STATUS=`` when it cannot go on.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
+from edge_min.hooks import NoHooks, ServingAddress
 
 
 def notify(message: str, socket_path: str | None = None) -> bool:
@@ -51,130 +47,55 @@ def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> flo
     return int(usec) / 2_000_000
 
 
-def _socket_inodes(pid: str) -> set[str]:
-    inodes: set[str] = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for name in names:
-        try:
-            target = os.readlink(os.path.join(fd_dir, name))
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
-
-
-def _decode_address(hex_addr: str) -> tuple[str, int]:
-    ip_hex, port_hex = hex_addr.split(":")
-    raw = bytes.fromhex(ip_hex)
-    # /proc prints the address as host-order 32-bit words.
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
-    return socket.inet_ntop(family, words), int(port_hex, 16)
-
-
-def listening_addresses(pid: str = "self", proc_root: str = "/proc") -> list[tuple[str, int]]:
-    """The (host, port) of every TCP socket in LISTEN state that process ``pid`` holds."""
-    inodes = _socket_inodes(pid)
-    found = []
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"{proc_root}/{pid}/net/{table}") as fh:
-                lines = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == _LISTEN and fields[9] in inodes:
-                found.append(_decode_address(fields[1]))
-    return found
-
-
-def _probe_host(host: str) -> str:
-    # A wildcard bind is reached through loopback of the same family.
-    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def health_answers(host: str, port: int, timeout: float) -> bool:
-    """Whether ``GET /health`` on host:port gets any HTTP answer within ``timeout``."""
-    conn = http.client.HTTPConnection(_probe_host(host), port, timeout=timeout)
-    try:
-        conn.request("GET", "/health")
-        conn.getresponse().read()
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-    return True
-
-
-def serving_address() -> tuple[str, int] | None:
-    """The first TCP port this process listens on whose ``GET /health`` answers, if any."""
-    for host, port in listening_addresses():
-        if health_answers(host, port, timeout=1.0):
-            return host, port
-    return None
-
-
-class SystemdNotifier:
-    """A daemon thread: READY=1 once the API answers, then WATCHDOG=1 while it keeps answering."""
+class SystemdHooks(NoHooks):
+    """``READY=1``, ``WATCHDOG=1``, ``STOPPING=1`` and ``STATUS=`` from the runtime's hooks."""
 
     def __init__(
         self,
         socket_path: str,
         watchdog: float | None,
         *,
-        startup_timeout: float = 300.0,
-        poll: float = 0.1,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket_path = socket_path
         self.watchdog = watchdog
-        self.startup_timeout = startup_timeout
-        self.poll = poll
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="systemd-notify", daemon=True)
+        self.monotonic = monotonic
+        self._last_ping: float | None = None
+        self.sent: list[str] = []  # what was sent, for the log and tests
 
-    def start(self) -> SystemdNotifier:
-        """Start the thread; returns self."""
-        self._thread.start()
-        return self
+    def _send(self, message: str) -> None:
+        if notify(message, self.socket_path):
+            self.sent.append(message.split("\n", 1)[0])
 
-    def stop(self) -> None:
-        """Stop pinging (the thread ends at its next wake-up)."""
-        self._stop.set()
+    def serving(self, address: ServingAddress | None) -> None:
+        """``READY=1``, with where the API answers."""
+        where = f"API on {address.url}" if address is not None else "serving"
+        self._send(f"READY=1\nSTATUS={where}")
+        self._last_ping = self.monotonic()
 
-    def _address(self) -> tuple[str, int] | None:
-        deadline = time.monotonic() + self.startup_timeout
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            address = serving_address()
-            if address is not None:
-                return address
-            self._stop.wait(self.poll)
-        return None
-
-    def _run(self) -> None:
-        address = self._address()
-        if address is None:
+    def alive(self) -> None:
+        """``WATCHDOG=1`` once per half watchdog period, from the loop itself."""
+        if self.watchdog is None or self._last_ping is None:
             return
-        host, port = address
-        notify(f"READY=1\nSTATUS=API on {host}:{port}", self.socket_path)
-        self.ready.set()
-        if self.watchdog is None:
-            return
-        while not self._stop.wait(self.watchdog):
-            if health_answers(host, port, timeout=self.watchdog):
-                notify("WATCHDOG=1", self.socket_path)
+        now = self.monotonic()
+        if now - self._last_ping >= self.watchdog:
+            self._send("WATCHDOG=1")
+            self._last_ping = now
+
+    def stopping(self) -> None:
+        """``STOPPING=1``."""
+        self._send("STOPPING=1\nSTATUS=stopping")
+
+    def fatal(self, error: BaseException) -> None:
+        """The error in ``STATUS=``, so ``systemctl status`` shows why it stopped."""
+        text = " ".join(str(error).split())[:200]
+        self._send(f"STATUS=failed: {text}")
 
 
-def start_notifier(environ: Mapping[str, str] | None = None) -> SystemdNotifier | None:
-    """A started ``SystemdNotifier`` when systemd asked for notifications, else None."""
+def systemd_hooks(environ: Mapping[str, str] | None = None) -> SystemdHooks | None:
+    """The hooks when systemd asked for notifications (``NOTIFY_SOCKET``), else None."""
     env = os.environ if environ is None else environ
     path = env.get("NOTIFY_SOCKET", "")
     if not path:
         return None
-    return SystemdNotifier(path, watchdog_interval(env, pid=None)).start()
+    return SystemdHooks(path, watchdog_interval(env, pid=None))

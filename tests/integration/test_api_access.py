@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from edge_min.api.auth import AuthError, TokenAuthorizer, install_authorizer
-from edge_min.api.router import Request, Router
 from edge_min.api.routes import build_router
 from edge_min.api.server import ApiServer
 from edge_min.clock import SystemClock
@@ -33,7 +32,8 @@ from edge_min.config.security import (
     AuthorizationConfig,
     SecurityConfig,
 )
-from edge_min.platform.threads import ThreadDispatcher, ThreadWaiter
+from edge_min.platform.threads import ThreadWaiter, thread_executors
+from edge_min.routing import Request, Router
 from edge_min.runtime import Paths, Runtime
 from edge_min.security.tokens import RevocationList, decode, issue, key_path, load_key
 from edge_min.store import open_store
@@ -52,8 +52,22 @@ BAD_TOKEN_CODES = {
     "tampered": "token_invalid",
     "revoked": "token_revoked",
 }
-# Enumerated from the real route table; build_router touches the runtime only per request.
-ROUTES = [(r.method, r.pattern, r.permission) for r in build_router(None).routes]
+
+
+def _route_table() -> list[tuple[str, str, str | None]]:
+    """The real route table: every subsystem's routes on a runtime opened in a scratch dir."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = parse_config({"runtime": {"offline_mode": "never"}}, source="routes")
+        rt = Runtime(config, Paths.resolve(config, Path(scratch))).open()
+        try:
+            return [(r.method, r.pattern, r.permission) for r in build_router(rt).routes]
+        finally:
+            rt.close()
+
+
+ROUTES = _route_table()
 WORKFLOW = "name: matrix-wf\nversion: '1'\nsteps: [{id: s, agent: noop}]\n"
 POSTED = "name: posted-wf\nversion: '1'\nsteps: [{id: s, agent: echo}]\n"
 
@@ -104,8 +118,7 @@ class LiveApi:
 
         def loop() -> None:
             # The runtime's connection belongs to this thread: open, tick and close it here.
-            dispatcher = ThreadDispatcher(max_workers=4, on_done=waiter.set)
-            rt = Runtime(config, paths, dispatcher=dispatcher).open()
+            rt = Runtime(config, paths, executors=thread_executors(waiter.set)).open()
             rt.wake = waiter.set
             self.runtime = rt
             ready.set()
@@ -383,29 +396,16 @@ def test_a_role_dropped_from_the_config_is_forbidden() -> None:
     assert answer.status == 403 and "'auditor'" in answer.body["error"]["message"]
 
 
-# -- the CLI functions the lead wires as `edge-min token issue|revoke` ---------------------
+# -- `edge-min token issue|revoke` ----------------------------------------------------------
 
 
 def token_cli(data_dir: Path, *argv: str) -> int:
-    import argparse
+    """`edge-min token ...` through the real parser, raising what the command raises."""
+    from edge_min.cli import build_parser
+    from edge_min.cli.context import CliContext
 
-    from edge_min.api.auth import (
-        add_issue_arguments,
-        add_revoke_arguments,
-        token_issue,
-        token_revoke,
-    )
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    parser.add_argument("--data-dir")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_issue_arguments(p := sub.add_parser("issue"))
-    p.set_defaults(func=token_issue)
-    add_revoke_arguments(p := sub.add_parser("revoke"))
-    p.set_defaults(func=token_revoke)
-    args = parser.parse_args(["--data-dir", str(data_dir), *argv])
-    return int(args.func(args))
+    args = build_parser().parse_args(["--data-dir", str(data_dir), "token", *argv])
+    return int(args.command_fn(CliContext(args)))
 
 
 def test_token_issue_prints_only_the_token_and_revoke_revokes_it(

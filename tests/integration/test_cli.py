@@ -28,7 +28,7 @@ def test_every_command_has_help_with_an_example() -> None:
     assert "example:" in parser.format_help()
     top = _subparsers(parser)
     seen = 0
-    for path, *_ in COMMANDS:
+    for path in (c.path for c in COMMANDS):
         p = top[path[0]]
         if len(path) == 2:
             p = _subparsers(p)[path[1]]

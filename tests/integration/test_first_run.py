@@ -1,10 +1,11 @@
 """A first `edge-min run --local-central` (what `make run` does) syncs with nothing set up.
 
 The runtime's default ``sync.central_url`` and ``edge-min central serve``'s default port are
-the same address, and ``--local-central`` serves a central there, with this device's key, so
-``/sync/status`` reaches ``success`` and a workflow added through the API arrives at central.
-These tests bind the default central port 8765 itself: a test fails, naming the port, when
-something else on this machine holds it.
+the same address, and ``--local-central`` serves a central at a ``central_url`` on this
+machine, with this device's key, so ``/sync/status`` reaches ``success`` and a workflow added
+through the API arrives at central. The tests put central_url on a free port (the default
+8765 behaves the same, and ``make test-fresh`` runs ``make run`` on it), so parallel runs on
+one machine do not meet.
 """
 
 from __future__ import annotations
@@ -30,16 +31,6 @@ def test_the_runtime_and_central_defaults_meet() -> None:
     assert f"http://127.0.0.1:{DEFAULT_PORT}" == DEFAULT_CENTRAL_URL
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -48,12 +39,11 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def default_port_free() -> None:
-    assert _port_free(DEFAULT_PORT), (
-        f"127.0.0.1:{DEFAULT_PORT} (the default central port) is taken on this machine; "
-        "stop what listens there to run these tests"
-    )
+def _edge_data(tmp_path: Path, central_url: str) -> Path:
+    data = tmp_path / "edge-data"
+    data.mkdir()
+    (data / "edge-config.yaml").write_text(f"sync: {{central_url: '{central_url}'}}\n")
+    return data
 
 
 class FirstRun:
@@ -125,15 +115,16 @@ def _central_records(db: Path, entity: str) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-def test_a_first_run_syncs_within_a_minute(tmp_path: Path, default_port_free: None) -> None:
-    run = FirstRun(tmp_path / "edge-data")
+def test_a_first_run_syncs_within_a_minute(tmp_path: Path) -> None:
+    central_port = free_port()
+    run = FirstRun(_edge_data(tmp_path, f"http://127.0.0.1:{central_port}"))
     try:
         started = time.monotonic()
         run.wait_sync(60)
         took = time.monotonic() - started
         print(f"first successful sync {took:.1f}s after start")
         log = run.log.read_text()
-        assert f"local central on http://127.0.0.1:{DEFAULT_PORT}" in log
+        assert f"local central on http://127.0.0.1:{central_port}" in log
         # A workflow added through the API reaches the local central with the next sync.
         status, body = http("POST", run.url + "/workflows", WORKFLOW.encode(), token=run.token)
         assert status == 201, body
@@ -152,43 +143,31 @@ def test_a_first_run_syncs_within_a_minute(tmp_path: Path, default_port_free: No
     finally:
         assert run.stop() == 0, run.log.read_text()
     # The local central stops with the runtime.
-    assert not _answers(DEFAULT_PORT)
+    assert not _answers(central_port)
 
 
-def test_another_central_url_starts_no_local_central(
-    tmp_path: Path, default_port_free: None
-) -> None:
-    data = tmp_path / "edge-data"
-    data.mkdir()
-    elsewhere = free_port()  # nothing listens there: the runtime is simply offline
-    (data / "edge-config.yaml").write_text(
-        f"sync: {{central_url: 'http://127.0.0.1:{elsewhere}'}}\n"
-    )
-    run = FirstRun(data)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if run.get("/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        assert run.get("/health")[0] == 200, run.log.read_text()
-        assert "no local central started" in run.log.read_text()
-        assert not _answers(DEFAULT_PORT)
-        assert not (data / "central").exists()
-    finally:
-        assert run.stop() == 0, run.log.read_text()
+@pytest.mark.parametrize(
+    "url",
+    ["https://127.0.0.1:{port}", "http://central.example.com:{port}", "http://127.0.0.1:{port}/x"],
+)
+def test_a_central_url_elsewhere_starts_no_local_central(tmp_path: Path, url: str) -> None:
+    from edge_min.central.local import start_local_central
+    from edge_min.config import parse_config
+
+    port = free_port()
+    config = parse_config({"sync": {"central_url": url.format(port=port)}}, source="t")
+    assert start_local_central(config, tmp_path) is None
+    assert not _answers(port)
+    assert not (tmp_path / "central").exists()
+    assert not (tmp_path / "keys").exists()
 
 
-def test_a_taken_default_port_is_left_to_whoever_holds_it(
-    tmp_path: Path, default_port_free: None
-) -> None:
+def test_a_taken_port_is_left_to_whoever_holds_it(tmp_path: Path) -> None:
     with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", DEFAULT_PORT))
+        holder.bind(("127.0.0.1", 0))
         holder.listen()
-        run = FirstRun(tmp_path / "edge-data")
+        port = holder.getsockname()[1]
+        run = FirstRun(_edge_data(tmp_path, f"http://127.0.0.1:{port}"))
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -198,7 +177,7 @@ def test_a_taken_default_port_is_left_to_whoever_holds_it(
                 except OSError:
                     time.sleep(0.1)
             assert run.get("/health")[0] == 200, run.log.read_text()
-            assert f"127.0.0.1:{DEFAULT_PORT} is already in use" in run.log.read_text()
+            assert f"127.0.0.1:{port} is already in use" in run.log.read_text()
         finally:
             assert run.stop() == 0, run.log.read_text()
 

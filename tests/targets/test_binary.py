@@ -6,8 +6,9 @@ get wrong: a module or data file left out (``__modules__`` imports every module 
 source tree inside the binary), the worker path (a compiled build has no ``python``: the
 binary runs itself as ``__worker__``), the unpack cache, and that the process started is the
 runtime itself (the launcher execs it). ``test_launcher.py`` tests the launcher on its own,
-in every run. The shim's systemd notification and its /proc readers run in both modes: through
-``python targets/gateway/main.py`` from the source tree, and through the binary.
+in every run. The shim's systemd notification (target hooks: READY=1 over plain HTTP and over
+TLS, WATCHDOG=1, STOPPING=1) runs in both modes: through ``python targets/gateway/main.py``
+from the source tree, and through the binary.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import pytest
 
 from edge_min import __version__
 from targets.gateway.modules import EXCLUDED, required_modules
-from targets.gateway.shim import command_words
-from targets.gateway.systemd import listening_addresses, notify, watchdog_interval
+from targets.gateway.shim import target_hooks
+from targets.gateway.systemd import SystemdHooks, notify, watchdog_interval
 from tests.conftest import ROOT, SPEC_CONFIGS, edge_min_cmd, free_port, http, run_cli
 
 BIN = os.environ.get("EDGE_MIN_BIN")
@@ -109,10 +110,11 @@ def _cache_env(tmp_path: Path) -> dict[str, str]:
 # -- the shim, in both modes ---------------------------------------------------------------
 
 
-def test_command_words_skip_global_options() -> None:
-    assert command_words(["--data-dir", "/d", "-v", "run", "--port", "0"]) == ("run", "0")
-    assert command_words(["--config=/c.yaml", "central", "serve"]) == ("central", "serve")
-    assert command_words(["-v"]) == ()
+def test_the_shim_registers_hooks_for_what_the_process_was_asked() -> None:
+    assert target_hooks({}, compiled=False) == []
+    (only,) = target_hooks({"NOTIFY_SOCKET": "/run/x.sock"}, compiled=False)
+    assert isinstance(only, SystemdHooks) and only.watchdog is None
+    assert len(target_hooks({"NOTIFY_SOCKET": "/run/x.sock"}, compiled=True)) == 2
 
 
 def test_watchdog_interval_is_half_and_respects_the_pid() -> None:
@@ -120,15 +122,6 @@ def test_watchdog_interval_is_half_and_respects_the_pid() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}, pid=2) is None
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "8"}, pid=8) == 1.0
     assert watchdog_interval({}) is None and watchdog_interval({"WATCHDOG_USEC": "0"}) is None
-
-
-def test_listening_addresses_finds_this_process_socket() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        assert ("127.0.0.1", port) in listening_addresses()
-    assert ("127.0.0.1", port) not in listening_addresses()
 
 
 @pytest.fixture
@@ -148,30 +141,92 @@ def test_notify_sends_one_datagram(notify_socket: tuple[socket.socket, str]) -> 
     assert not notify("READY=1", "relative/path") and not notify("READY=1", "")
 
 
+def test_systemd_hooks_ping_the_watchdog_at_most_each_half_period(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    from edge_min.hooks import ServingAddress
+
+    sock, path = notify_socket
+    now = [100.0]
+    hooks = SystemdHooks(path, 5.0, monotonic=lambda: now[0])
+    hooks.alive()  # not serving yet: no ping
+    hooks.serving(ServingAddress("127.0.0.1", 8443, tls=True))
+    assert sock.recv(4096) == b"READY=1\nSTATUS=API on https://127.0.0.1:8443"
+    now[0] += 4.9
+    hooks.alive()
+    now[0] += 0.2
+    hooks.alive()
+    hooks.stopping()
+    hooks.fatal(RuntimeError("disk\nfull"))
+    assert [sock.recv(4096) for _ in range(3)] == [
+        b"WATCHDOG=1",
+        b"STOPPING=1\nSTATUS=stopping",
+        b"STATUS=failed: disk full",
+    ]
+    assert hooks.sent == ["READY=1", "WATCHDOG=1", "STOPPING=1", "STATUS=failed: disk full"]
+
+
+def _tls_data_dir(data: Path) -> None:
+    """A data directory whose API serves TLS 1.3 with development certificates."""
+    from edge_min.security.certs import init_certs
+
+    certs = init_certs(data.parent / "certs", device_id="gw-1")
+    data.mkdir(parents=True)
+    (data / "edge-config.yaml").write_text("api: {tls: true}\n")
+    (data / "edge-security.yaml").write_text(
+        "encryption:\n  communication:\n    enabled: true\n    protocol: TLS 1.3\n"
+        f"    certificate_path: {certs['device_cert']}\n    key_path: {certs['device_key']}\n"
+        f"    ca_path: {certs['ca_cert']}\n"
+    )
+
+
 @pytest.mark.slow
-def test_run_reports_ready_then_watchdog_to_systemd(
-    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_run_reports_ready_watchdog_and_stopping_to_systemd(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str], tls: bool
 ) -> None:
     sock, path = notify_socket
+    data = tmp_path / "d"
+    if tls:
+        _tls_data_dir(data)
     env = {**_cache_env(tmp_path), "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
-        [*_gateway_cmd(), "--data-dir", str(tmp_path / "d"), "run", "--port", "0"],
+        [*_gateway_cmd(), "--data-dir", str(data), "run", "--port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         ready = sock.recv(4096).decode()
-        assert ready.startswith("READY=1\nSTATUS=API on 127.0.0.1:"), ready
+        scheme = "https" if tls else "http"
+        assert ready.startswith(f"READY=1\nSTATUS=API on {scheme}://127.0.0.1:"), ready
         port = int(ready.rsplit(":", 1)[1])
-        assert http("GET", f"http://127.0.0.1:{port}/health")[0] in (200, 401)
+        if tls:
+            import ssl
+            import urllib.request
+
+            context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.crt"))
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=context)
+            except urllib.error.HTTPError as err:
+                assert err.code in (401, 503)
+        else:
+            assert http("GET", f"http://127.0.0.1:{port}/health")[0] in (200, 401)
         assert [sock.recv(4096) for _ in range(2)] == [b"WATCHDOG=1", b"WATCHDOG=1"]
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
         err = proc.stderr.read().decode() if proc.stderr else ""
+    messages = []
+    sock.settimeout(1)
+    try:
+        while True:
+            messages.append(sock.recv(4096))
+    except TimeoutError:
+        pass
     assert rc == 0, err
+    assert b"STOPPING=1\nSTATUS=stopping" in messages, messages
 
 
 # -- the binary ----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ PLATFORM_ONLY = {
     "concurrent",
     "ctypes",
 }
-EDGE_MODULES = ("api/", "cli.py", "__main__.py")
+# The edge: the local API, the CLI and the serving runtime that joins them with a loop.
+EDGE_MODULES = ("api/", "cli/", "serving.py", "__main__.py")
 # The reference central server is an application beside the local API: it may use the
 # generic HTTP router and server in api/; the core may import neither.
 APP_MODULES = (*EDGE_MODULES, "central/")
@@ -107,6 +108,36 @@ def test_core_imports_only_stdlib_at_import_time(rel: str, tree: ast.Module) -> 
         assert name.split(".")[0] in allowed, f"{rel}:{line} imports {name} at import time"
 
 
+@pytest.mark.parametrize(("rel", "tree"), MODULES, ids=[m[0] for m in MODULES])
+def test_the_store_knows_nothing_of_sync(rel: str, tree: ast.Module) -> None:
+    """Change tracking is injected (Store(..., changes=...)), so store/ imports no sync/."""
+    if not rel.startswith("store/"):
+        return
+    for name, line in _imports(tree, top_level_only=False):
+        assert not name.startswith("edge_min.sync"), f"{rel}:{line} imports {name}"
+
+
+def _private_names(tree: ast.Module) -> list[tuple[str, str, int]]:
+    """(module, name, line) of every ``from edge_min.x import _name``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge_min"):
+            found += [(node.module, a.name, node.lineno) for a in node.names if a.name[0] == "_"]
+    return found
+
+
+@pytest.mark.parametrize(("rel", "tree"), MODULES, ids=[m[0] for m in MODULES])
+def test_api_and_cli_use_no_privates_of_each_other(rel: str, tree: ast.Module) -> None:
+    """The API never imports the CLI, and neither takes the other's private names."""
+    if rel.startswith("api/"):
+        for name, line in _imports(tree, top_level_only=False):
+            assert not name.startswith("edge_min.cli"), f"{rel}:{line} imports {name}"
+    for module, name, line in _private_names(tree):
+        other = "edge_min.cli" if rel.startswith("api/") else "edge_min.api"
+        if rel.startswith(("api/", "cli/")):
+            assert not module.startswith(other), f"{rel}:{line} imports {module}.{name}"
+
+
 def test_rule_catches_a_violation(tmp_path: Path) -> None:
     """The checks above see a bad import when there is one."""
     tree = ast.parse("import yaml\nfrom targets.gateway import x\n")
@@ -115,3 +146,5 @@ def test_rule_catches_a_violation(tmp_path: Path) -> None:
     tree = ast.parse("def f():\n    import subprocess\n")
     assert _imports(tree, top_level_only=True) == []
     assert [n for n, _ in _imports(tree, top_level_only=False)] == ["subprocess"]
+    tree = ast.parse("from edge_min.cli import _context\n")
+    assert _private_names(tree) == [("edge_min.cli", "_context", 1)]

@@ -11,7 +11,6 @@ from edge_min.clock import VirtualClock
 from edge_min.config import parse_config
 from edge_min.runtime import Paths, Runtime
 from edge_min.store.backup import list_backups
-from edge_min.workflows.engine import InlineDispatcher
 
 
 class Link:
@@ -31,7 +30,6 @@ def make_runtime(tmp_path: Path, clock: VirtualClock, **sections: Any) -> Runtim
         config,
         Paths.resolve(config, tmp_path / "data"),
         clock=clock,
-        dispatcher=InlineDispatcher(),
         platform=sections.pop("_platform", None),
     )
 
@@ -114,9 +112,8 @@ def test_offline_auto_probes_central(tmp_path: Path, up: bool) -> None:
         config,
         Paths.resolve(config, tmp_path / "d"),
         clock=clock,
-        dispatcher=InlineDispatcher(),
         platform=link,
-        sync=False,  # the probe is under test; plain http to a non-loopback host is refused
+        without=("sync",),  # the probe is under test; plain http to a non-loopback host is refused
     ).open()
     assert link.asked == ("10.9.8.7", 9999)  # asked the platform; no packet sent from here
     assert rt.online is up

@@ -14,6 +14,7 @@ from edge_min.config.sync import NetworkPolicy, RetryPolicy, SyncConfig, default
 from edge_min.store import Store, open_store
 from edge_min.sync.changes import SyncState
 from edge_min.sync.manager import SyncManager
+from edge_min.sync.tracker import ChangeTracker
 from edge_min.sync.transport import HttpTransport
 
 ENTITIES = ("workflows", "workflow_executions", "agents", "agent_executions")
@@ -74,7 +75,7 @@ def make_edge(
     clock: Clock | None = None,
 ) -> Edge:
     """An edge on a fresh SQLite file syncing with ``url``."""
-    store = open_store(tmp / f"{name}.db", clock=clock)
+    store = open_store(tmp / f"{name}.db", clock=clock, changes=ChangeTracker)
     state = SyncState(store, name, clock)
     entities = default_entities()
     for e, p in entities.items():

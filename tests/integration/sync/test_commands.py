@@ -16,6 +16,7 @@ from edge_min.runtime import Paths
 from edge_min.store import open_store
 from edge_min.sync import commands
 from edge_min.sync.commands import ProgressPrinter, load_sync_key
+from edge_min.sync.tracker import ChangeTracker
 from tests.integration.sync.helpers import start_central
 
 
@@ -34,7 +35,7 @@ def test_sync_run_status_and_conflicts(tmp_path: Path, capsys: pytest.CaptureFix
     try:
         config, paths = _setup(tmp_path, server.url)
         paths.root.mkdir(parents=True)
-        with open_store(paths.db) as store:
+        with open_store(paths.db, changes=ChangeTracker) as store:
             store.agents.create("a1", "python", {"entry": "x:y"}, "1")
         args = argparse.Namespace(now=True, entity=["agents"], json=False)
         assert commands.sync_run(args, config, paths) == 0

@@ -14,6 +14,7 @@ from edge_min.errors import AgentError, NotFound, WorkflowError
 from edge_min.store import open_store
 from edge_min.store.memory import MemoryStore
 from edge_min.store.repos import Store
+from edge_min.sync.tracker import ChangeTracker
 from edge_min.workflows.engine import Engine, Limits
 
 MB = 1024 * 1024
@@ -139,7 +140,7 @@ def clock() -> VirtualClock:
 
 @pytest.fixture
 def store(clock: VirtualClock) -> Store:
-    return Store(MemoryStore(), clock)
+    return Store(MemoryStore(), clock, ChangeTracker)
 
 
 @pytest.fixture
@@ -461,7 +462,7 @@ def test_resume_after_a_crash_skips_finished_steps_and_reruns_the_one_in_flight(
     tmp_path: Path, clock: VirtualClock
 ) -> None:
     db = tmp_path / "e.db"
-    store1 = open_store(db, clock=clock)
+    store1 = open_store(db, clock=clock, changes=ChangeTracker)
     agents1 = Agents(store1)
     agents1.add("noop", lambda v, c: v)
     d1 = Dispatcher(eager=False)
@@ -481,7 +482,7 @@ steps:
     assert steps_of(store1, run)["b"]["status"] == "running"
     store1.close()  # no further writes from the dead engine
 
-    store2 = open_store(db, clock=clock)
+    store2 = open_store(db, clock=clock, changes=ChangeTracker)
     agents2 = Agents(store2)
     agents2.add("noop", lambda v, c: v)
     e2 = make_engine(store2, agents2, clock)
@@ -498,7 +499,7 @@ def test_lock_contention_delays_a_run_and_never_fails_it(
     tmp_path: Path, clock: VirtualClock
 ) -> None:
     db = tmp_path / "lock.db"
-    store = open_store(db, clock=clock, busy_timeout_ms=20, lock_retries=1)
+    store = open_store(db, clock=clock, busy_timeout_ms=20, lock_retries=1, changes=ChangeTracker)
     agents = Agents(store)
     agents.add("noop", lambda v, c: v)
     engine = make_engine(store, agents, clock)

@@ -18,6 +18,7 @@ from edge_min.store import MemoryStore, Store, open_store
 from edge_min.sync.changes import SyncState
 from edge_min.sync.errors import ConflictError
 from edge_min.sync.protocol import CONTENT_TYPE, decode_frame, encode_frame, raise_for_error
+from edge_min.sync.tracker import ChangeTracker
 from tests.unit.sync.syncutil import central_rows, pull_all, push_all, rows, sync
 
 T0 = 1_767_225_600.0
@@ -27,8 +28,8 @@ W = "workflows"
 
 def make_store(kind: str, tmp_path: Path, name: str, clock: VirtualClock) -> Store:
     if kind == "sqlite":
-        return open_store(tmp_path / f"{name}.db", clock=clock)
-    return Store(MemoryStore(), clock)
+        return open_store(tmp_path / f"{name}.db", clock=clock, changes=ChangeTracker)
+    return Store(MemoryStore(), clock, ChangeTracker)
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -139,13 +140,13 @@ def test_a_rolled_back_write_leaves_no_change(store: Store) -> None:
 
 
 def test_device_id_is_made_once_and_kept(tmp_path: Path) -> None:
-    s = open_store(tmp_path / "e.db", clock=VirtualClock(T0))
+    s = open_store(tmp_path / "e.db", clock=VirtualClock(T0), changes=ChangeTracker)
     seed(s)
     node = s.meta.get("device.id")
     assert node and node.startswith("edge-")
     assert changes(s)[0]["hlc"].endswith("." + node)
     s.close()
-    s = open_store(tmp_path / "e.db", clock=VirtualClock(T0))
+    s = open_store(tmp_path / "e.db", clock=VirtualClock(T0), changes=ChangeTracker)
     assert SyncState(s).node == node
     s.close()
 

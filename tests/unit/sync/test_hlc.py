@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from edge_min.clock import VirtualClock
 from edge_min.store import open_store
 from edge_min.sync.hlc import HlcError, HybridClock, format_hlc, hlc_int, max_hlc, parse_hlc
+from edge_min.sync.tracker import ChangeTracker
 
 T0 = 1_767_225_600.0
 HOURS3 = 3 * 3600.0
@@ -90,13 +91,13 @@ def test_max_hlc_ignores_missing() -> None:
 
 def test_persisted_clock_survives_a_restart_and_a_clock_step_back(tmp_path: Path) -> None:
     clock = VirtualClock(T0)
-    store = open_store(tmp_path / "edge.db", clock=clock)
+    store = open_store(tmp_path / "edge.db", clock=clock, changes=ChangeTracker)
     store.workflows.create("w", {"steps": []}, "1", id="w1")
     last = store.backend.select("sync_changes", order_by=("-seq",), limit=1)[0]["hlc"]
     assert store.meta.get("sync.hlc") == last
     store.close()
     clock.set_wall(T0 - HOURS3)  # the device reboots with its clock three hours back
-    store = open_store(tmp_path / "edge.db", clock=clock)
+    store = open_store(tmp_path / "edge.db", clock=clock, changes=ChangeTracker)
     store.workflows.update("w1", name="again")
     changes = store.backend.select("sync_changes", order_by=("seq",))
     assert [c["hlc"] > last for c in changes] == [False, True]

@@ -34,6 +34,7 @@ from edge_min.store import MemoryStore, Store
 from edge_min.sync.changes import SyncState
 from edge_min.sync.conflicts import POLICIES
 from edge_min.sync.hlc import HybridClock
+from edge_min.sync.tracker import ChangeTracker
 from tests.unit.sync.syncutil import pull_all, push_all, rows
 
 T0 = 1_767_225_600.0
@@ -78,7 +79,9 @@ class SyncMachine(RuleBasedStateMachine):
         for i, skew in enumerate((a, b)):
             clock = VirtualClock(T0 + skew)
             self.clocks.append(clock)
-            self.devices.append(SyncState(Store(MemoryStore(), clock), f"dev-{'ab'[i]}"))
+            self.devices.append(
+                SyncState(Store(MemoryStore(), clock, ChangeTracker), f"dev-{'ab'[i]}")
+            )
         self.central_clock = VirtualClock(T0 + c)
         self.writer = HybridClock(self.central_clock, "central-ops")
 
