@@ -8,7 +8,6 @@
 - ``BlockingRunner`` (blocking): CPython; a loop thread plus a worker pool from
   ``edge_min.platform.threads``.
 - ``StateStore``/``ScheduleState`` (state): the persistence port for catch-up across reboots.
-- ``ticks`` : wrap-around-safe tick arithmetic for a MicroPython runner.
 """
 
 from __future__ import annotations
