@@ -5,14 +5,11 @@
   catch-up; ``tick(now) -> list[DueJob]`` and ``next_deadline()``.
 - ``CronExpr`` (cron): 5-field cron parsing and ``next_after(ts)``.
 - ``StepRunner`` (step): no threads; the host loop (Pyodide, MicroPython, tests) drives it.
-- ``BlockingRunner`` (blocking): CPython; a loop thread plus a worker pool from
-  ``edge_min.platform.threads``.
 - ``StateStore``/``ScheduleState`` (state): the persistence port for catch-up across reboots.
 """
 
 from __future__ import annotations
 
-from edge_min.scheduler.blocking import BlockingRunner
 from edge_min.scheduler.core import Scheduler
 from edge_min.scheduler.cron import CronExpr, parse_utc_offset
 from edge_min.scheduler.jobs import CATCH_UP_ONCE, CATCH_UP_SKIP, DueJob, Job
@@ -22,7 +19,6 @@ from edge_min.scheduler.step import StepRunner
 __all__ = [
     "CATCH_UP_ONCE",
     "CATCH_UP_SKIP",
-    "BlockingRunner",
     "CronExpr",
     "DueJob",
     "Job",
