@@ -1,10 +1,11 @@
-"""The hand-rolled scheduler: a pure core that says what is due, and runners that run it.
+"""The hand-rolled scheduler: a pure core that says what is due, and a runner for virtual time.
 
 - ``Job``/``DueJob`` (jobs): what is scheduled, and one run of it that is due.
 - ``Scheduler`` (core): one-shot, interval and cron jobs; priorities, pools, jitter,
   catch-up; ``tick(now) -> list[DueJob]`` and ``next_deadline()``.
 - ``CronExpr`` (cron): 5-field cron parsing and ``next_after(ts)``.
-- ``StepRunner`` (step): no threads; the host loop (Pyodide, MicroPython, tests) drives it.
+- ``StepRunner`` (step): runs due jobs inline and walks a virtual clock from deadline to
+  deadline (tests, ``bench/bench_monitor.py``); the runtime runs due jobs in its own loop.
 - ``StateStore``/``ScheduleState`` (state): the persistence port for catch-up across reboots.
 """
 
