@@ -151,7 +151,7 @@ class StepDefinition:
 
 @dataclass(frozen=True)
 class WorkflowDefinition:
-    """A validated workflow: steps in the order written, plus the graph helpers the engine uses."""
+    """A validated workflow: steps in the order written, plus graph helpers over their needs."""
 
     name: str
     version: str
@@ -210,19 +210,6 @@ class WorkflowDefinition:
         if len(order) != len(self.steps):
             raise WorkflowError(f"workflow '{self.name}' has a cycle in its needs")
         return tuple(order)
-
-    def ready_steps(
-        self, finished: Collection[str], started: Collection[str] = ()
-    ) -> tuple[StepDefinition, ...]:
-        """Steps not finished or started whose needs have all finished (succeeded, failed-and-
-        continued or skipped), in the order written."""
-        done = set(finished)
-        busy = set(started)
-        return tuple(
-            s
-            for s in self.steps
-            if s.id not in done and s.id not in busy and all(n in done for n in s.needs)
-        )
 
     def ancestors(self, step_id: str) -> frozenset[str]:
         """Ids of every step this one needs, directly or transitively."""
