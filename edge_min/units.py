@@ -48,6 +48,8 @@ _NUMBER_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*(?:/\s*s)?\s*$
 def parse_size(value: object) -> int:
     """Bytes from ``512MB``, ``2GB``, ``100MB``, ``1.5GiB`` or a bare integer of bytes.
 
+    A rate may say per second: ``1MB/s`` reads as ``1MB`` (``network.max_bandwidth``).
+
     Raises ``ValueError`` with the accepted forms; callers wrap it in a ConfigError that
     names the key.
     """
@@ -70,11 +72,6 @@ def parse_size(value: object) -> int:
     if number < 0:
         raise ValueError(f"a size cannot be negative, got {value!r}")
     return int(number * _SIZE_UNITS[m.group(2).upper()])
-
-
-def parse_rate(value: object) -> int:
-    """Bytes per second from ``1MB`` or ``1MB/s`` (the spec's ``max_bandwidth``)."""
-    return parse_size(value)
 
 
 def parse_duration(value: object) -> float:

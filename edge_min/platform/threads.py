@@ -1,8 +1,10 @@
-"""Thread primitives for CPython hosts: a worker pool, a waiter, a lock, a loop thread.
+"""Thread primitives for CPython hosts: a worker pool, a waiter, and the executor port on it.
 
-The scheduler core and its runners never import ``threading``; ``BlockingRunner`` is handed
-a ``ThreadWorkerPool`` and gets every primitive it needs from it. Pyodide and MicroPython
-have no usable threads and use ``StepRunner`` instead.
+The runtime's loop sleeps on a ``ThreadWaiter`` (``edge-min run``); agent calls and sync
+runs go to ``ThreadExecutor``s (``thread_executors``: the runtime's ``ExecutorFactory``), so
+the scheduler core, the engine and the sync client never import ``threading``. Pyodide and
+MicroPython have no usable threads: there the runtime is given none, so agent calls and sync
+run inline on the loop (``edge_min.platform.executor.InlineExecutor``).
 
 Workers are daemon threads on purpose: a job stuck in a blocking agent call must not keep
 the process alive after the runtime has decided to exit (the agent's own subprocess is
@@ -46,27 +48,6 @@ class ThreadWaiter:
     def clear(self) -> None:
         """Forget an earlier set."""
         self._event.clear()
-
-    def is_set(self) -> bool:
-        """Whether it is set."""
-        return self._event.is_set()
-
-
-class LoopThread:
-    """A started daemon thread running one function; ``join`` waits for it."""
-
-    def __init__(self, target: Callable[[], object], name: str) -> None:
-        self._thread = threading.Thread(target=target, name=name, daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; True if the thread has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def is_alive(self) -> bool:
-        """Whether the thread is still running."""
-        return self._thread.is_alive()
 
 
 _STOP = object()
@@ -122,18 +103,6 @@ class ThreadWorkerPool:
                     on_done()
                 except Exception:
                     log.exception("a worker's on_done callback failed")
-
-    def new_waiter(self) -> ThreadWaiter:
-        """A waiter the pool's callbacks can set."""
-        return ThreadWaiter()
-
-    def new_lock(self) -> threading.Lock:
-        """A mutex for state shared between the loop and other threads."""
-        return threading.Lock()
-
-    def spawn(self, target: Callable[[], object], name: str = "edge-loop") -> LoopThread:
-        """Run ``target`` in its own daemon thread (a runner's loop)."""
-        return LoopThread(target, name)
 
     def shutdown(self, wait: bool = False, timeout: float | None = None) -> None:
         """Stop taking work; with ``wait``, join the workers for up to ``timeout`` seconds."""

@@ -1,19 +1,16 @@
-"""The hand-rolled scheduler: a pure core that says what is due, and runners that run it.
+"""The hand-rolled scheduler: a pure core that says what is due, and a runner for virtual time.
 
 - ``Job``/``DueJob`` (jobs): what is scheduled, and one run of it that is due.
 - ``Scheduler`` (core): one-shot, interval and cron jobs; priorities, pools, jitter,
   catch-up; ``tick(now) -> list[DueJob]`` and ``next_deadline()``.
 - ``CronExpr`` (cron): 5-field cron parsing and ``next_after(ts)``.
-- ``StepRunner`` (step): no threads; the host loop (Pyodide, MicroPython, tests) drives it.
-- ``BlockingRunner`` (blocking): CPython; a loop thread plus a worker pool from
-  ``edge_min.platform.threads``.
+- ``StepRunner`` (step): runs due jobs inline and walks a virtual clock from deadline to
+  deadline (tests, ``bench/bench_monitor.py``); the runtime runs due jobs in its own loop.
 - ``StateStore``/``ScheduleState`` (state): the persistence port for catch-up across reboots.
-- ``ticks`` : wrap-around-safe tick arithmetic for a MicroPython runner.
 """
 
 from __future__ import annotations
 
-from edge_min.scheduler.blocking import BlockingRunner
 from edge_min.scheduler.core import Scheduler
 from edge_min.scheduler.cron import CronExpr, parse_utc_offset
 from edge_min.scheduler.jobs import CATCH_UP_ONCE, CATCH_UP_SKIP, DueJob, Job
@@ -23,7 +20,6 @@ from edge_min.scheduler.step import StepRunner
 __all__ = [
     "CATCH_UP_ONCE",
     "CATCH_UP_SKIP",
-    "BlockingRunner",
     "CronExpr",
     "DueJob",
     "Job",

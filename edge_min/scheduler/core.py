@@ -1,10 +1,11 @@
 """The pure scheduler: a timer heap that says what is due; it never runs anything itself.
 
 ``Scheduler.tick(now)`` returns the ``DueJob``s due at ``now`` and ``next_deadline()`` says
-when to call it again; a runner (``StepRunner`` inline, ``BlockingRunner`` on threads, a
-Pyodide ``setTimeout`` loop, a MicroPython loop) executes them and hands each back with
-``release``. Time is passed in (huey's ``loop(now)``), so the core holds no threads, reads
-the clock at most once per tick, and runs the same under CPython, Pyodide and MicroPython.
+when to call it again; the caller runs them and hands each back with ``release``: the
+runtime's own loop (``Runtime.tick``) in the product, ``StepRunner`` under a virtual clock in
+tests and benchmarks. Time is passed in (huey's ``loop(now)``), so the core holds no threads,
+reads the clock at most once per tick, and runs the same under CPython, Pyodide and
+MicroPython.
 
 Two time bases, on purpose:
 

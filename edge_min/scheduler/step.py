@@ -1,15 +1,13 @@
-"""A runner with no threads: the host loop calls it, it runs due jobs inline.
+"""Runs due jobs inline and, under a ``VirtualClock``, walks time deadline by deadline.
 
-This is what a JavaScript event loop (Pyodide: ``setTimeout(step, delay * 1000)``), a
-MicroPython ``while True`` loop, or a test with virtual time drives::
+The product does not use it: the runtime runs due jobs in its own loop (``Runtime.tick``).
+It is how tests and ``bench/bench_monitor.py`` simulate hours or weeks of a schedule in
+well under a second::
 
-    runner = StepRunner(scheduler)
-    while True:
-        delay = runner.step()          # run what is due, get the seconds until the next job
-        sleep(60 if delay is None else delay)
+    runner = StepRunner(Scheduler(clock))
+    runner.advance_by(3600)    # every deadline in the next hour, each at its own time
 
-Jobs are plain callables run to completion in the caller's thread, so a job that blocks
-blocks the host loop; blocking work belongs on ``BlockingRunner``. A job that raises is
+Jobs are plain callables run to completion in the caller's thread. A job that raises is
 logged and counted (``failures``) and the runner carries on.
 """
 
@@ -38,7 +36,7 @@ def run_due(scheduler: Scheduler, due: DueJob) -> BaseException | None:
 
 
 class StepRunner:
-    """Runs due jobs inline when told to; reports how long the host may sleep."""
+    """Runs due jobs inline when told to; moves a virtual clock from deadline to deadline."""
 
     def __init__(self, scheduler: Scheduler, *, max_batches: int = 1000) -> None:
         self.scheduler = scheduler
@@ -63,22 +61,6 @@ class StepRunner:
                 ran += 1
         self.runs += ran
         return ran
-
-    def next_delay(self, now: float | None = None) -> float | None:
-        """Seconds until the next job is due (0 if overdue), or None when nothing is scheduled."""
-        deadline = self.scheduler.next_deadline()
-        if deadline is None:
-            return None
-        if now is None:
-            now = self.clock.monotonic()
-        return max(0.0, deadline - now)
-
-    def step(self, now: float | None = None) -> float | None:
-        """Run what is due now and return the delay to sleep before the next call."""
-        if now is None:
-            now = self.clock.monotonic()
-        self.tick(now)
-        return self.next_delay(now)
 
     def _move_clock(self, t: float) -> None:
         # Job functions read the clock too; under virtual time it must show the tick's time.

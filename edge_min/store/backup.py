@@ -151,10 +151,3 @@ def restore(backup_file: str | os.PathLike[str], db_path: str | os.PathLike[str]
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(dst.parent)
-
-
-def due_backup(last_backup_at: float | None, interval: float, now: float) -> bool:
-    """Whether a backup is due: never taken, ``interval`` passed, or the clock went backwards."""
-    if last_backup_at is None:
-        return True
-    return now - last_backup_at >= interval or now < last_backup_at

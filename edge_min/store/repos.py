@@ -399,10 +399,6 @@ class ExecutionRepo(Repo):
         """Executions of one status, oldest first: the order queued runs are admitted in."""
         return self._select({"status": status}, ("started_at", "id"), limit)
 
-    def finish(self, id: str, status: str, output: Any = None, at: float | None = None) -> Row:
-        """Set the final status, output and ``completed_at``."""
-        return self.update(id, status=status, output=output, completed_at=self._now(at))
-
     def list(
         self, workflow_id: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[Row]:
@@ -412,43 +408,14 @@ class ExecutionRepo(Repo):
 
 
 class AgentExecutionRepo(Repo):
-    """``agent_executions``: one row per agent step of a workflow execution."""
+    """``agent_executions``: one row per agent step; the engine writes them in batches.
+
+    No ``create``/``finish`` of its own: the workflow engine writes step rows through
+    ``add_many``/``set_many`` only, so that one commit carries every step change of a poll.
+    """
 
     table = "agent_executions"
     json_columns = ("input", "output", "metrics")
-
-    def create(
-        self,
-        agent_id: str,
-        workflow_execution_id: str,
-        input: Any = None,
-        status: str = "running",
-        id: str | None = None,
-        started_at: float | None = None,
-    ) -> Row:
-        """Record a new agent execution; the stored row."""
-        row: Row = {
-            "id": id or new_id(),
-            "agent_id": agent_id,
-            "workflow_execution_id": workflow_execution_id,
-            "status": status,
-            "input": input,
-            "started_at": self._now(started_at),
-        }
-        return self._insert(row)
-
-    def finish(
-        self,
-        id: str,
-        status: str,
-        output: Any = None,
-        metrics: Any = None,
-        at: float | None = None,
-    ) -> Row:
-        """Set the final status, output, metrics and ``completed_at``."""
-        return self.update(
-            id, status=status, output=output, metrics=metrics, completed_at=self._now(at)
-        )
 
     def list(
         self,

@@ -535,11 +535,6 @@ class SqliteStore(Storage):
         conn = self._connection()
         _backup_connection(conn, Path(dest), lambda f: self._retry("backup", f))
 
-    def schema_version(self) -> int:
-        """The highest applied migration version."""
-        rows = self._execute("SELECT MAX(version) AS v FROM schema_migrations")
-        return int(rows[0]["v"] or 0)
-
 
 def _backup_connection(
     source: sqlite3.Connection, dest: Path, retry: Callable[[Callable[[], None]], None]

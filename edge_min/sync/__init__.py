@@ -1,4 +1,15 @@
-"""Sync between an edge and the central platform: wire protocol, errors, and (later) the client.
+"""Sync between an edge and the central platform: the wire protocol and the edge's client.
+
+- ``protocol``, ``errors``: frames (CBOR, checksummed, compressed, encrypted) and the errors
+  that cross the wire (``docs/sync-protocol.md``); the facade below re-exports them.
+- ``manager``: ``SyncManager``, the client: when each entity syncs, push then pull in batches.
+- ``changes``, ``tracker``: ``SyncState`` (cursors, acknowledgements, pulled rows, conflicts)
+  and ``ChangeTracker`` (the change log written with every local write).
+- ``conflicts``, ``hlc``: conflict policies, and the hybrid logical clock that orders edits.
+- ``transport``, ``bandwidth``, ``retry``: the transport port and ``HttpTransport``, the
+  bandwidth cap, backoff.
+- ``link``: ``SyncLink``, the runtime's manager on a worker of its own or inline.
+- ``commands``: wiring for a data directory and the ``edge-min sync`` subcommands.
 
 Loaded lazily (PEP 562): ``import edge_min.sync`` opens nothing and imports no third-party
 package; ``edge_min.sync.encode_frame`` loads ``edge_min.sync.protocol`` on first use.

@@ -1,7 +1,8 @@
 """The edge's sync state: push batches, acknowledgements, pulled records, conflicts, status.
 
-``SyncState`` is what the sync manager calls (``SYNC_DESIGN.md``). The tables behind it
-(migration 4):
+``SyncState`` is what the sync manager (``manager.SyncManager``) calls; the push/pull exchange
+whose cursors and acknowledgements it keeps is in ``docs/sync-protocol.md`` ("HTTP
+endpoints"). The tables behind it (migration 4):
 
 - ``sync_changes``: local changes not yet pushed, written by ``tracker.ChangeTracker`` in the
   transaction of each write; ``acknowledge`` prunes what central has answered.

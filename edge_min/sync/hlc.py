@@ -24,7 +24,6 @@ from edge_min.clock import Clock
 from edge_min.errors import EdgeError
 
 COUNTER_LIMIT = 100_000  # five digits; on overflow the logical wall time moves 1 ms ahead
-ZERO = "0000000000000.00000."
 _HLC_RE = re.compile(r"^(\d{13})\.(\d{5})\.(.*)$", re.S)
 
 
@@ -55,12 +54,6 @@ def hlc_int(text: str) -> int:
     """The HLC's (wall_ms, counter) as one integer that grows with it (its node dropped)."""
     wall, counter, _node = parse_hlc(text)
     return wall * COUNTER_LIMIT + counter
-
-
-def max_hlc(*values: str | None) -> str | None:
-    """The greatest of the given HLCs (None ignored); None if there are none."""
-    present = [v for v in values if v]
-    return max(present) if present else None
 
 
 class HybridClock:

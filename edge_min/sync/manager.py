@@ -22,8 +22,8 @@ Scheduling (``tick(now)``, monotonic seconds, never blocks):
   low entity moves at least one batch every round, so it is never starved, even when a run
   is cut short by ``max_batches``.
 
-``tick`` only decides; the runtime runs ``sync_once(due)`` on a worker thread (it talks to
-the network). ``run_due(now)`` does both, for hosts without threads.
+``tick`` only decides; the runtime's ``SyncLink`` runs ``sync_once(due)`` on a worker thread
+(it talks to the network), or inline on hosts without threads.
 """
 
 from __future__ import annotations
@@ -232,13 +232,6 @@ class SyncManager:
         if self.offline_mode == "always" or not self._next_due:
             return None
         return min(self._next_due.values())
-
-    def run_due(
-        self, now: float | None = None, progress: Progress | None = None
-    ) -> SyncReport | None:
-        """``tick`` and then ``sync_once`` here, for hosts without worker threads."""
-        due = self.tick(now)
-        return self.sync_once(due, progress=progress) if due else None
 
     def link_changed(self, up: bool) -> None:
         """The runtime saw the link to central go up or down."""

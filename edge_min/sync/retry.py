@@ -7,12 +7,9 @@ with the default jitter of 0.5, so a fleet that lost the link together does not 
 lock step yet each device still backs off). After ``max_attempts`` failed attempts in a row
 the entity gives up for now and waits for its next regular schedule; the count starts over.
 
-Two uses:
-
-- ``RetryTracker``: the non-blocking form the SyncManager uses: ``failed(key, now)`` says
-  when ``key`` may try again, ``succeeded(key)`` resets it. Nothing sleeps.
-- ``retry_call(fn, policy, ...)``: the blocking form for a one-shot caller (``edge-min sync
-  --now``): call, sleep, call again, up to ``max_attempts``.
+``RetryTracker`` is the one form, non-blocking: ``failed(key, now)`` says when ``key`` may
+try again, ``succeeded(key)`` resets it; nothing sleeps. The SyncManager schedules with it, and
+``edge-min sync`` sleeps between its own attempts for as long as it says.
 
 The RNG is injected (``random.Random(seed)``), so every delay is reproducible in tests.
 """
@@ -20,15 +17,10 @@ The RNG is injected (``random.Random(seed)``), so every delay is reproducible in
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from edge_min.config.sync import RetryPolicy
 from edge_min.errors import ConfigError, EdgeError
-
-T = TypeVar("T")
 
 DEFAULT_JITTER = 0.5
 # Codes a retry cannot cure (the docs' "Failures"): wrong protocol version, wrong or missing
@@ -132,30 +124,3 @@ class RetryTracker:
     def reset(self) -> None:
         """Forget every key's failures (a restart)."""
         self._states.clear()
-
-
-def retry_call(
-    fn: Callable[[], T],
-    policy: RetryPolicy,
-    *,
-    sleep: Callable[[float], object] | None = None,
-    rng: random.Random | None = None,
-    jitter: float = DEFAULT_JITTER,
-    retryable: Callable[[BaseException], bool] = is_retryable,
-    on_retry: Callable[[int, BaseException, float], object] | None = None,
-) -> T:
-    """``fn()``, tried up to ``max_attempts`` times with backoff between; the last error raised."""
-    sleep = sleep or time.sleep
-    rng = rng or random.Random()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt >= policy.max_attempts or not retryable(exc):
-                raise
-            wait = backoff_delay(policy, attempt, rng, jitter)
-            if on_retry is not None:
-                on_retry(attempt, exc, wait)
-            sleep(wait)

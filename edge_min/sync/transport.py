@@ -90,10 +90,6 @@ class TransferStats:
     reconnects: int = 0
     failures: int = 0
 
-    def to_dict(self) -> dict[str, int]:
-        """The counters as a dict."""
-        return dict(self.__dict__)
-
 
 class _StaleConnection(Exception):
     """A reused keep-alive connection failed before any answer byte: try a fresh one."""

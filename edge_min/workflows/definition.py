@@ -151,7 +151,7 @@ class StepDefinition:
 
 @dataclass(frozen=True)
 class WorkflowDefinition:
-    """A validated workflow: steps in the order written, plus the graph helpers the engine uses."""
+    """A validated workflow: steps in the order written, plus graph helpers over their needs."""
 
     name: str
     version: str
@@ -210,19 +210,6 @@ class WorkflowDefinition:
         if len(order) != len(self.steps):
             raise WorkflowError(f"workflow '{self.name}' has a cycle in its needs")
         return tuple(order)
-
-    def ready_steps(
-        self, finished: Collection[str], started: Collection[str] = ()
-    ) -> tuple[StepDefinition, ...]:
-        """Steps not finished or started whose needs have all finished (succeeded, failed-and-
-        continued or skipped), in the order written."""
-        done = set(finished)
-        busy = set(started)
-        return tuple(
-            s
-            for s in self.steps
-            if s.id not in done and s.id not in busy and all(n in done for n in s.needs)
-        )
 
     def ancestors(self, step_id: str) -> frozenset[str]:
         """Ids of every step this one needs, directly or transitively."""
@@ -329,9 +316,7 @@ def parse_definition(
     problems.raise_if_any()
     check_needs(steps, problems)
     problems.raise_if_any()
-    check_references(steps, _ancestors(steps), problems)
-    problems.raise_if_any()
-    return WorkflowDefinition(
+    definition = WorkflowDefinition(
         name=name,
         version=version,
         steps=tuple(steps),
@@ -339,6 +324,10 @@ def parse_definition(
         trigger=trigger,
         input_schema=input_schema,
     )
+    # The needs form a DAG now, so the model's own ancestor sets can judge the references.
+    check_references(steps, {s.id: definition.ancestors(s.id) for s in steps}, problems)
+    problems.raise_if_any()
+    return definition
 
 
 def _parse_trigger(value: Any, problems: Problems) -> Trigger:
@@ -506,11 +495,3 @@ def _parse_step(
         retry_max_backoff=max_backoff if max_backoff is not None else 60.0,
         on_failure=str(on_failure),
     )
-
-
-def _ancestors(steps: list[StepDefinition]) -> dict[str, set[str]]:
-    """Each step's needs, direct and transitive; the needs must already form a DAG."""
-    ancestors: dict[str, set[str]] = {}
-    for s in WorkflowDefinition("check", "0", tuple(steps)).topological_order():
-        ancestors[s.id] = set(s.needs).union(*(ancestors[n] for n in s.needs))
-    return ancestors

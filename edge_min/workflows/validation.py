@@ -14,6 +14,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from edge_min.errors import EdgeError, MissingDependency, WorkflowValidationError
@@ -278,7 +279,7 @@ def check_needs(steps: Sequence[StepDefinition], problems: Problems) -> None:
 
 
 def check_references(
-    steps: Sequence[StepDefinition], ancestors: Mapping[str, set[str]], problems: Problems
+    steps: Sequence[StepDefinition], ancestors: Mapping[str, AbstractSet[str]], problems: Problems
 ) -> None:
     """Report references in ``input`` or ``when`` to steps that are not the reader's ancestors."""
     ids = [s.id for s in steps]
@@ -298,7 +299,7 @@ def _check_reference(
     ref: Reference,
     known: set[str],
     ids: list[str],
-    ancestors: set[str],
+    ancestors: AbstractSet[str],
     problems: Problems,
 ) -> None:
     target = ref.step

@@ -14,7 +14,6 @@ from edge_min.store.backup import (
     backup_name,
     backup_time,
     create_backup,
-    due_backup,
     integrity_check,
     latest_backup_at,
     list_backups,
@@ -163,16 +162,3 @@ def test_backup_needs_a_sqlite_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="no such database file"):
         create_backup(tmp_path / "missing.db", tmp_path, 0.0)
     assert list_backups(tmp_path) == []
-
-
-@pytest.mark.parametrize(
-    ("last", "now", "due"),
-    [
-        (None, 0.0, True),
-        (1000.0, 1000.0 + 86399, False),
-        (1000.0, 1000.0 + 86400, True),
-        (5000.0, 1000.0, True),
-    ],
-)
-def test_due_backup(last: float | None, now: float, due: bool) -> None:
-    assert due_backup(last, 86400, now) is due

@@ -10,14 +10,29 @@ import pytest
 from edge_min.clock import VirtualClock, iso
 from edge_min.errors import NotFound, StorageError
 from edge_min.store import Store
+from edge_min.store.repos import new_id
 
 
 def _seed(store: Store) -> dict[str, Any]:
     w = store.workflows.create("wf", {"steps": [{"id": "a"}]}, "1.0.0")
     a = store.agents.create("clf", "onnx", {"model": "m.onnx", "threshold": 0.5}, "1")
     e = store.executions.create(w["id"], {"text": "hi"})
-    ae = store.agent_executions.create(a["id"], e["id"], {"text": "hi"})
+    ae = _add_step(store, a["id"], e["id"], input={"text": "hi"})
     return {"workflow": w, "agent": a, "execution": e, "agent_execution": ae}
+
+
+def _add_step(store: Store, agent_id: str, execution_id: str, **row: Any) -> dict[str, Any]:
+    """An ``agent_executions`` row written as the engine writes one (``add``), read back."""
+    full = {
+        "id": new_id(),
+        "agent_id": agent_id,
+        "workflow_execution_id": execution_id,
+        "status": "running",
+        "started_at": iso(store.clock.time()),
+        **row,
+    }
+    store.agent_executions.add(full)
+    return store.agent_executions.require(full["id"])
 
 
 def test_create_stamps_times_and_pending(store: Store, clock: VirtualClock) -> None:
@@ -36,12 +51,8 @@ CHANGES: dict[str, Callable[[Store, dict[str, Any]], dict[str, Any]]] = {
     "workflows.update": lambda s, r: s.workflows.update(r["workflow"]["id"], version="2"),
     "agents.update": lambda s, r: s.agents.update(r["agent"]["id"], config={"t": 1}),
     "executions.update": lambda s, r: s.executions.update(r["execution"]["id"], status="running"),
-    "executions.finish": lambda s, r: s.executions.finish(r["execution"]["id"], "completed", 1),
     "agent_executions.update": lambda s, r: s.agent_executions.update(
         r["agent_execution"]["id"], status="x"
-    ),
-    "agent_executions.finish": lambda s, r: s.agent_executions.finish(
-        r["agent_execution"]["id"], "completed", {"label": "ok"}, {"latency_ms": 3}
     ),
 }
 REPO_OF = {
@@ -107,7 +118,7 @@ def test_json_columns_round_trip_and_none_is_null(store: Store) -> None:
     e = store.executions.create(w["id"])
     raw_e = store.backend.get("workflow_executions", {"id": e["id"]})
     assert raw_e is not None and raw_e["input"] is None and e["input"] is None
-    finished = store.executions.finish(e["id"], "completed", ["a", 1, None])
+    finished = store.executions.update(e["id"], status="completed", output=["a", 1, None])
     assert finished["output"] == ["a", 1, None]
     with pytest.raises(StorageError, match="JSON-serialisable"):
         store.workflows.create("bad", {"x": object()}, "1")
@@ -146,8 +157,10 @@ def test_lookups_and_lists(store: Store, clock: VirtualClock) -> None:
 def test_agent_executions_per_workflow_execution(store: Store, clock: VirtualClock) -> None:
     rows = _seed(store)
     clock.advance(1)
-    second = store.agent_executions.create(rows["agent"]["id"], rows["execution"]["id"])
-    done = store.agent_executions.finish(second["id"], "completed", "out", {"ms": 2}, at=99.0)
+    second = _add_step(store, rows["agent"]["id"], rows["execution"]["id"])
+    done = store.agent_executions.update(
+        second["id"], status="completed", output="out", metrics={"ms": 2}, completed_at=iso(99.0)
+    )
     assert done["completed_at"] == iso(99.0) and done["metrics"] == {"ms": 2}
     listed = store.agent_executions.list(workflow_execution_id=rows["execution"]["id"])
     assert [r["id"] for r in listed] == [rows["agent_execution"]["id"], second["id"]]

@@ -62,10 +62,18 @@ def seed(store: Store) -> tuple[str, str]:
 def test_every_write_path_of_the_four_tables_logs_a_change(store: Store) -> None:
     seed(store)
     ex = store.executions.create("wf1", {"n": 1}, id="ex1")
-    store.agent_executions.create("ag1", ex["id"], id="ae1")
+    store.agent_executions.add(
+        {
+            "id": "ae1",
+            "agent_id": "ag1",
+            "workflow_execution_id": ex["id"],
+            "status": "running",
+            "started_at": "t",
+        }
+    )
     store.workflows.update("wf1", name="wf2")
     store.agents.set("ag1", version="2")
-    store.executions.finish("ex1", "completed", {"ok": True})
+    store.executions.update("ex1", status="completed", output={"ok": True}, completed_at="t")
     store.agent_executions.add(
         {
             "id": "ae2",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from edge_min.clock import VirtualClock
 from edge_min.store import open_store
-from edge_min.sync.hlc import HlcError, HybridClock, format_hlc, hlc_int, max_hlc, parse_hlc
+from edge_min.sync.hlc import HlcError, HybridClock, format_hlc, hlc_int, parse_hlc
 from edge_min.sync.tracker import ChangeTracker
 
 T0 = 1_767_225_600.0
@@ -80,13 +80,6 @@ def test_causal_chains_are_ordered_under_skew(
         assert nodes[dst].now() > sent
         if tick:
             clocks[src].advance(0.001)
-
-
-def test_max_hlc_ignores_missing() -> None:
-    assert max_hlc(None, "", "0000000000001.00000.a", "0000000000001.00000.b") == (
-        "0000000000001.00000.b"
-    )
-    assert max_hlc(None) is None
 
 
 def test_persisted_clock_survives_a_restart_and_a_clock_step_back(tmp_path: Path) -> None:

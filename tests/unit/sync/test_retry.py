@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter: bounds, growth, cap, determinism, give-up, retry_call."""
+"""Exponential backoff with jitter: bounds, growth, cap, determinism, give-up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from edge_min.sync.retry import (
     backoff_delay,
     base_delay,
     is_retryable,
-    retry_call,
 )
 from edge_min.sync.transport import TransportError
 
@@ -73,39 +72,3 @@ def test_what_is_retryable() -> None:
     assert not is_retryable(ProtocolVersionError("v2"))
     assert not is_retryable(SyncError("gone", remote_code="device_decommissioned"))
     assert not is_retryable(ValueError("bug"))
-
-
-def test_retry_call_sleeps_between_attempts_and_returns_the_success() -> None:
-    slept: list[float] = []
-    calls = iter([TransportError("1"), TransportError("2"), "done"])
-
-    def fn() -> str:
-        item = next(calls)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    assert retry_call(fn, POLICY, sleep=slept.append, rng=random.Random(0)) == "done"
-    assert len(slept) == 2 and 15 <= slept[0] <= 30 and 30 <= slept[1] <= 60
-
-
-def test_retry_call_gives_up_after_max_attempts_and_at_once_on_permanent_errors() -> None:
-    slept: list[float] = []
-    attempts = 0
-
-    def cut() -> None:
-        nonlocal attempts
-        attempts += 1
-        raise TransportError("cut")
-
-    with pytest.raises(TransportError):
-        retry_call(cut, POLICY, sleep=slept.append, rng=random.Random(0))
-    assert attempts == 5 and len(slept) == 4
-
-    def bad() -> None:
-        raise ProtocolVersionError("v2")
-
-    slept.clear()
-    with pytest.raises(ProtocolVersionError):
-        retry_call(bad, POLICY, sleep=slept.append)
-    assert slept == []

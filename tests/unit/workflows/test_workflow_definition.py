@@ -112,7 +112,7 @@ def test_json_example_uses_interval_trigger_schema_and_parallel_steps() -> None:
     d = parse_definition((EXAMPLES / "sensor-anomaly.json").read_text())
     assert d.trigger == Trigger("interval", every=60.0)
     assert d.input_schema == {"device": "string", "threshold": "number"}
-    assert [s.id for s in d.ready_steps(set())] == ["read_temperature", "read_vibration"]
+    assert [s.id for s in d.steps if not s.needs] == ["read_temperature", "read_vibration"]
     assert d.step("read_temperature").retry_backoff == 0.5
 
 
@@ -175,16 +175,6 @@ def test_steps_keep_written_order_and_topological_order_respects_needs() -> None
     d = parse_definition(DIAMOND)
     assert d.step_ids == ("d", "b", "c", "a", "e")
     assert [s.id for s in d.topological_order()] == ["a", "b", "c", "d", "e"]
-
-
-def test_ready_steps_follow_finished_and_skip_started() -> None:
-    d = parse_definition(DIAMOND)
-    assert [s.id for s in d.ready_steps(set())] == ["a", "e"]
-    assert [s.id for s in d.ready_steps(set(), started={"a"})] == ["e"]
-    assert [s.id for s in d.ready_steps({"a"})] == ["b", "c", "e"]
-    assert [s.id for s in d.ready_steps({"a", "b"}, started={"e"})] == ["c"]
-    assert [s.id for s in d.ready_steps({"a", "b", "c", "e"})] == ["d"]
-    assert d.ready_steps({"a", "b", "c", "d", "e"}) == ()
 
 
 def test_ancestors_descendants_and_sinks() -> None:

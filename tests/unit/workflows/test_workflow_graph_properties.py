@@ -71,24 +71,6 @@ def test_ancestors_are_the_transitive_closure_of_needs(data: dict[str, Any]) -> 
         assert d.descendants(sid) == {o for o, anc in closure.items() if sid in anc}
 
 
-@settings(max_examples=100)
-@given(dags())
-def test_running_ready_steps_to_completion_visits_every_step_once(data: dict[str, Any]) -> None:
-    d = parse_definition(data)
-    finished: set[str] = set()
-    rounds = 0
-    while len(finished) < len(d.steps):
-        ready = d.ready_steps(finished)
-        assert ready, "a DAG never gets stuck"
-        for step in ready:
-            assert step.id not in finished
-            assert set(step.needs) <= finished
-        finished |= {s.id for s in ready}
-        rounds += 1
-    assert d.ready_steps(finished) == ()
-    assert rounds <= len(d.steps)
-
-
 @st.composite
 def cyclic_graphs(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
     """A random DAG plus a random cycle of length >= 2 planted in it."""
