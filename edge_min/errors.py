@@ -2,24 +2,52 @@
 
 ::
 
-    EdgeError                       code="edge_error"
-    ├── ConfigError                 a config file or value is wrong (names file, key, value, fix)
-    ├── MissingDependency           an optional extra is not installed (prints the pip command)
-    ├── StorageError                the store failed
-    │   ├── SchemaError             the database schema is not what edge_min expects
-    │   ├── IntegrityCheckFailed    PRAGMA integrity_check reported damage
-    │   ├── QuotaExceeded           a write would pass max_storage_usage or an agent's max_storage
-    │   └── NotFound                no row / file with that id or name
-    ├── WorkflowError               a workflow could not be defined or run
-    │   └── WorkflowValidationError a workflow definition is invalid (names step and field)
-    ├── AgentError                  an agent could not be added or invoked
-    │   └── AgentLimitExceeded      an agent's worker hit a resource limit (memory, time, storage)
-    ├── SchedulerError              a job could not be scheduled (bad cron, bad interval)
-    ├── RuntimeBusy                 another ``edge-min run`` already holds the data directory
-    └── UsageError                  a command line that cannot be carried out as written
+    EdgeError                       edge_error              the root: every error raised on purpose
+    ├── ConfigError                 config_error            a config file or value is wrong
+    │                                                       (names file, key, value and fix)
+    ├── MissingDependency           missing_dependency      an optional extra is not installed
+    │                                                       (prints the pip command)
+    ├── StorageError                storage_error           the store failed
+    │   ├── SchemaError             schema_error            the database schema is not the one
+    │   │                                                   edge_min expects
+    │   ├── IntegrityCheckFailed    integrity_check_failed  PRAGMA integrity_check found damage
+    │   ├── QuotaExceeded           quota_exceeded          a write would pass max_storage_usage
+    │   │                                                   or an agent's max_storage
+    │   └── NotFound                not_found               no row or file with that id or name
+    ├── WorkflowError               workflow_error          a workflow could not be defined or run
+    │   └── WorkflowValidationError workflow_invalid        a workflow definition is invalid
+    │                                                       (names the step and the field)
+    ├── AgentError                  agent_error             an agent could not be added or invoked
+    │   └── AgentLimitExceeded      agent_limit_exceeded    an agent's worker hit a resource limit
+    │                                                       (memory, time, storage)
+    ├── SchedulerError              scheduler_error         a job could not be scheduled
+    │                                                       (bad cron, bad interval)
+    ├── RuntimeBusy                 runtime_busy            another ``edge-min run`` already
+    │                                                       holds the data directory
+    ├── HlcError                    sync_bad_hlc            a hybrid logical clock timestamp is
+    │                                                       malformed (in edge_min.sync.hlc)
+    ├── CertificateError            certificate_error       development certificates could not
+    │                                                       be made (in edge_min.security.certs)
+    ├── BadBatch                    bad_batch               a push batch, alert or metric is
+    │                                                       malformed (in edge_min.central.model)
+    ├── BatchIdReused               batch_id_reused         a batch id came again for another
+    │                                                       node or entity
+    │                                                       (in edge_min.central.model)
+    ├── ProvisioningError           bad_provisioning        a device's provisioning or action is
+    │                                                       wrong (in edge_min.central.model)
+    ├── UsageError                  usage_error             a command line cannot be carried out
+    │                                                       as written
+    ├── SyncError                   sync_error              (the tree: edge_min.sync.errors)
+    ├── TokenError                  token_error             (the tree: edge_min.security.tokens)
+    └── ApiError                    api_error               (the tree: edge_min.routing)
 
-Each class carries a stable ``code`` so the HTTP API and the sync protocol can report
-errors across a boundary without leaking Python class names.
+Each class carries its own stable ``code`` (the second column) so the HTTP API and the sync
+protocol can report errors across a boundary without leaking Python class names; codes are
+unique, and once on the wire they do not change. A class lives in this module unless its line
+says ``(in module)``. A package whose errors are a tree of their own draws that tree in its
+module's docstring, and the line here names the module (``the tree: ...``).
+``tests/unit/test_error_registry.py`` imports every module and checks that every subclass is
+drawn, under its real parent, with its own unique code.
 """
 
 from __future__ import annotations

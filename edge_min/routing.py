@@ -7,6 +7,19 @@ the core imports it anywhere; the HTTP server that feeds it requests is ``edge_m
 Each route declares the permission it needs (``read``, ``write``, ``execute``, ``configure``);
 a route declared without one is refused (default deny). Who holds which permission is the
 ``Authorizer``'s business, so access control can tighten without touching the routes.
+
+A handler refuses a request by raising ``ApiError(status, code, message)``; the answer is
+``{"error": {"code", "message"}}`` with that status. Any other ``EdgeError`` a handler lets
+out is answered with its ``code`` (status from ``_STATUS_BY_CODE``, else 400)::
+
+    EdgeError
+    └── ApiError                api_error         an answer with its own status and code
+        │                                         (``bad_json``, ``not_found``, ...)
+        └── AuthError           auth_error        a 401 or 403 with the headers it carries
+                                                  (``unauthorized``, ``token_expired``,
+                                                  ``forbidden``, ...) (in edge_min.api.auth)
+
+Their class codes are only defaults: every instance carries the code it answers with.
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ OPEN_PATHS = frozenset({"/health", "/sync/status"})
 class AuthError(ApiError):
     """A 401 or 403 with the headers it should carry (``WWW-Authenticate`` on 401)."""
 
+    code = "auth_error"  # a default for the registry: each instance answers with its own code
+
     def __init__(
         self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
     ) -> None:

@@ -31,7 +31,8 @@ still read why) with the protocol's HTTP status: a rejected frame answers its co
 (``sync_bad_frame``, ``sync_truncated``, ...; 400, or 413 when too large), a database
 failure ``storage_error`` (503: retry later), a bad batch
 ``bad_batch`` (400), a refused device ``device_not_provisioned`` / ``device_decommissioned``
-(403). The other routes answer JSON ``{"error": {"code", "message"}}``.
+(403). The other routes answer JSON ``{"error": {"code", "message"}}``; a provisioning
+mistake (bad device id, unknown field, bad ``sync_key``) is ``bad_provisioning`` (400).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from edge_min.central.model import (
     BadBatch,
     BatchIdReused,
     Device,
+    ProvisioningError,
     check_entity,
     check_node,
     parse_push,
@@ -262,37 +264,14 @@ class CentralApp:
         return self.store.get_device(request.params["device_id"]).to_dict()
 
     def provision(self, request: Request) -> dict[str, Any]:
-        """Register or re-provision a device."""
+        """Register or re-provision a device; a provisioning mistake is 400 bad_provisioning."""
         device_id = request.params["device_id"]
         body = _json_object(request)
-        fields: dict[str, Any] = {}
-        for name in ("ip_address", "ssh_user"):
-            value = body.pop(name, None)
-            if value is not None and not isinstance(value, str):
-                raise ApiError(400, "bad_request", f"{name} {value!r} must be a string")
-            fields[name] = value
-        key_hex = body.pop("sync_key", None)
-        if key_hex is not None:
-            try:
-                fields["sync_key"] = bytes.fromhex(key_hex)
-            except (TypeError, ValueError) as exc:
-                raise ApiError(
-                    400, "bad_request", "sync_key must be 64 hex digits (a 32-byte key)"
-                ) from exc
-        details = body.pop("details", None)
-        if details is not None:
-            fields["details"] = details
-        if body:
-            raise ApiError(
-                400,
-                "bad_request",
-                f"unknown provisioning field(s) {sorted(body)}; "
-                "use ip_address, ssh_user, sync_key, details",
-            )
         try:
+            fields = _provisioning_fields(body)
             return self.store.provision_device(device_id, **fields).to_dict()
-        except BadBatch as exc:
-            raise ApiError(400, "bad_request", exc.message) from exc
+        except ProvisioningError as exc:
+            raise ApiError(400, exc.code, exc.message) from exc
 
     def device_action(self, request: Request) -> dict[str, Any]:
         """Record an update or restart of a device."""
@@ -363,6 +342,31 @@ def _int_param(request: Request, name: str, default: int, *, minimum: int) -> in
             400, "bad_request", f"query parameter {name}={text!r} must be an integer >= {minimum}"
         )
     return value
+
+
+def _provisioning_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The store's provisioning fields from a JSON body; ``ProvisioningError`` if one is wrong."""
+    fields: dict[str, Any] = {}
+    for name in ("ip_address", "ssh_user"):
+        value = body.pop(name, None)
+        if value is not None and not isinstance(value, str):
+            raise ProvisioningError(f"{name} {value!r} must be a string")
+        fields[name] = value
+    key_hex = body.pop("sync_key", None)
+    if key_hex is not None:
+        try:
+            fields["sync_key"] = bytes.fromhex(key_hex)
+        except (TypeError, ValueError) as exc:
+            raise ProvisioningError("sync_key must be 64 hex digits (a 32-byte key)") from exc
+    details = body.pop("details", None)
+    if details is not None:
+        fields["details"] = details
+    if body:
+        raise ProvisioningError(
+            f"unknown provisioning field(s) {sorted(body)}; "
+            "use ip_address, ssh_user, sync_key, details"
+        )
+    return fields
 
 
 def _json_object(request: Request) -> dict[str, Any]:

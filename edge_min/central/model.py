@@ -1,7 +1,10 @@
 """What devices send and what central answers: batches, devices, and their validation.
 
-Shared by the HTTP app and the stores. Every check raises ``BadBatch`` naming the item, the
-field, the bad value and what would be accepted; nothing of a refused batch is applied.
+Shared by the HTTP app and the stores. Every check raises an error naming the item, the
+field, the bad value and what would be accepted: ``BadBatch`` for what a device sends (push
+batches, alerts, metrics; nothing of a refused batch is applied), ``ProvisioningError`` for
+what an operator asks of the device registry (nothing is changed). Both answer HTTP 400; the
+tree of every error, with its code, is drawn in ``edge_min.errors``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ class BadBatch(EdgeError):
     """A push batch (or alert/metric) is malformed; nothing of it was applied."""
 
     code = "bad_batch"
+
+
+class ProvisioningError(EdgeError):
+    """A device registration, provisioning or operator action is wrong; nothing was changed."""
+
+    code = "bad_provisioning"
 
 
 class BatchIdReused(EdgeError):
@@ -87,10 +96,10 @@ class Device:
         }
 
 
-def check_node(node: Any, what: str = "node id") -> str:
+def check_node(node: Any, what: str = "node id", *, error: type[EdgeError] = BadBatch) -> str:
     """A device id: 1-128 of letters, digits and ``._:@-``, starting alphanumeric."""
     if not isinstance(node, str) or not _NODE_RE.match(node):
-        raise BadBatch(
+        raise error(
             f"{what} {node!r} is not valid; use 1-128 letters, digits, '.', '_', ':', '@' or '-'"
         )
     return node
@@ -103,11 +112,11 @@ def check_entity(entity: Any) -> str:
     return str(entity)
 
 
-def json_text(value: Any, what: str) -> str:
+def json_text(value: Any, what: str, *, error: type[EdgeError] = BadBatch) -> str:
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise BadBatch(f"{what} is not JSON-representable: {exc}") from exc
+        raise error(f"{what} is not JSON-representable: {exc}") from exc
 
 
 def parse_push(header: dict[str, Any], items: Any, node: str) -> PushBatch:

@@ -31,6 +31,7 @@ from edge_min.central.model import (
     BadBatch,
     BatchIdReused,
     Device,
+    ProvisioningError,
     PushBatch,
     PushItem,
     alert_row,
@@ -331,17 +332,20 @@ class SqlCentralStore:
 
     def provision_device(self, device_id: str, **fields: Any) -> Device:
         """Register or re-provision a device (ip_address, ssh_user, sync_key, details)."""
-        check_node(device_id, "device id")
+        check_node(device_id, "device id", error=ProvisioningError)
         unknown = set(fields) - {"ip_address", "ssh_user", "sync_key", "details"}
         if unknown:
-            raise BadBatch(
+            raise ProvisioningError(
                 f"unknown provisioning field(s) {sorted(unknown)}; "
                 "use ip_address, ssh_user, sync_key, details"
             )
         key = fields.get("sync_key")
         if key is not None and (not isinstance(key, bytes) or len(key) != 32):
-            raise BadBatch("sync_key must be 32 bytes (64 hex digits)")
+            raise ProvisioningError("sync_key must be 32 bytes (64 hex digits)")
         details = fields.get("details")
+        details_text = None
+        if details is not None:
+            details_text = json_text(details, "details", error=ProvisioningError)
         now = self._now()
 
         def work(tx: Tx) -> Device:
@@ -367,7 +371,7 @@ class SqlCentralStore:
                     now,
                     now,
                     now,
-                    json_text(details, "details") if details is not None else None,
+                    details_text,
                 ],
             )
             self._log_event(
@@ -384,7 +388,9 @@ class SqlCentralStore:
     def record_device_action(self, device_id: str, action: str, details: dict[str, Any]) -> Device:
         """Log an operator action (update, restart, decommission) on a known device."""
         if action not in DEVICE_ACTIONS:
-            raise BadBatch(f"unknown device action {action!r}; use one of {DEVICE_ACTIONS}")
+            raise ProvisioningError(
+                f"unknown device action {action!r}; use one of {DEVICE_ACTIONS}"
+            )
         now = self._now()
 
         def work(tx: Tx) -> Device:
@@ -409,7 +415,7 @@ class SqlCentralStore:
     def _log_event(self, tx: Tx, device_id: str, action: str, details: Any, now: str) -> None:
         tx.execute(
             "INSERT INTO device_events (device_id, action, details, at) VALUES (?, ?, ?, ?)",
-            [device_id, action, json_text(details or {}, "details"), now],
+            [device_id, action, json_text(details or {}, "details", error=ProvisioningError), now],
         )
 
     # Alerts and metrics -----------------------------------------------------------------------
@@ -508,6 +514,7 @@ __all__ = [
     "BatchIdReused",
     "CentralStore",
     "Device",
+    "ProvisioningError",
     "PushBatch",
     "PushItem",
     "SqlCentralStore",

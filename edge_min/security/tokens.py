@@ -13,11 +13,14 @@ connection to the database.
 ::
 
     EdgeError
-    └── TokenError              code="token_error": a token could not be made or used
-        ├── TokenInvalid        code="token_invalid": bad format, bad signature, tampered
-        ├── TokenExpired        code="token_expired": past its ``exp``
-        ├── TokenRevoked        code="token_revoked": its ``jti`` was revoked
-        └── UnknownRole         code="unknown_role": no such role in the security config
+    └── TokenError              token_error       a token could not be made, read or accepted
+        ├── TokenInvalid        token_invalid     bad format, bad signature, or tampered with
+        ├── TokenExpired        token_expired     a genuine token past its ``exp``
+        ├── TokenRevoked        token_revoked     a genuine token whose ``jti`` was revoked
+        └── UnknownRole         unknown_role      no such role in the security config
+
+The local API answers a token that ``verify`` refuses as 401 with the error's code
+(``edge_min.api.auth``).
 """
 
 from __future__ import annotations

@@ -13,11 +13,21 @@
         │   ├── DecryptionFailed    sync_decrypt      the AES-GCM tag did not verify
         │   └── ProtocolVersionError  sync_version    the frame's protocol version is unsupported
         ├── SyncKeyError            sync_key          the payload key is missing or not 32 bytes
-        └── ConflictError           sync_conflict     a record changed on both sides (manual policy)
+        ├── ConflictError           sync_conflict     a record changed on both sides (manual policy)
+        ├── SyncUnavailable         sync_unavailable  the running runtime cannot sync now
+        │                                             (offline, link down)
+        ├── TransportError          sync_transport    the request or its answer did not make it
+        │                                             across; retry later
+        │                                             (in edge_min.sync.transport)
+        └── TlsRefused              sync_tls          the TLS handshake refused the peer's
+                                                      certificate; retrying will not help
+                                                      (in edge_min.sync.transport)
 
 Every ``FrameError`` means the same to a receiver: drop the whole frame, apply nothing, answer
 with the error's ``code`` (the second column; ``http_status`` says which HTTP status carries
 it). Codes cross the wire in ``error`` frames; ``error_for_code`` turns one back into its class.
+``TransportError`` and ``TlsRefused`` are raised by the edge's own transport, never carried in an
+``error`` frame; their codes show in the edge's sync report.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from edge_min.central.model import ProvisioningError
 from edge_min.central.server import CentralServer
+from edge_min.central.store import open_central_store
 
 from .conftest import Client, HttpError, item
 
@@ -206,6 +208,43 @@ def test_device_lifecycle_provision_update_restart_decommission(start_central: S
     # Provisioning again lets it back in.
     admin.json("POST", "/api/devices/gw-7/provision")
     assert Client(server.url, "gw-7").pull("agents", 0) == []
+
+
+def test_provisioning_mistakes_are_bad_provisioning_and_change_nothing(
+    start_central: Start,
+) -> None:
+    server = start_central()
+    admin = Client(server.url, None)
+    mistakes = [
+        ("-gw", {}, "device id"),  # a device id must start with a letter or digit
+        ("gw-8", {"sync_key": "not hex"}, "64 hex digits"),
+        ("gw-8", {"sync_key": "abcd"}, "32 bytes"),  # hex, but 2 bytes: the store refuses it
+        ("gw-8", {"ssh_user": 7}, "must be a string"),
+        ("gw-8", {"firmware": "1.0"}, "unknown provisioning field(s) ['firmware']"),
+    ]
+    for device_id, body, says in mistakes:
+        with pytest.raises(HttpError) as err:
+            admin.json("POST", f"/api/devices/{device_id}/provision", body)
+        assert (err.value.status, err.value.code) == (400, "bad_provisioning"), body
+        assert says in err.value.body["error"]["message"]
+    with pytest.raises(HttpError) as err:
+        admin.json("GET", "/api/devices/gw-8")
+    assert err.value.status == 404  # no refused request registered the device
+
+
+def test_the_store_refuses_provisioning_mistakes_with_provisioning_error(db_url: str) -> None:
+    store = open_central_store(db_url)
+    try:
+        with pytest.raises(ProvisioningError, match="sync_key must be 32 bytes"):
+            store.provision_device("gw-9", sync_key=b"short")
+        with pytest.raises(ProvisioningError, match="not JSON-representable"):
+            store.provision_device("gw-9", details={"when": object()})
+        store.provision_device("gw-9")
+        with pytest.raises(ProvisioningError, match="unknown device action 'explode'"):
+            store.record_device_action("gw-9", "explode", {})
+        assert store.get_device("gw-9").last_action == "provision"
+    finally:
+        store.close()
 
 
 def test_require_provisioned_refuses_unknown_devices(start_central: Start) -> None:
