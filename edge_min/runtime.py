@@ -253,7 +253,7 @@ class Runtime:
             self.clock,
             settings=self.config.monitoring,
             store=SqlMonitorStore(self.store.backend),
-            resources=default_resources(self.paths.root),
+            resources=default_resources(self.paths.root, self.platform),
             runtime_metrics=self.runtime_metrics,
             builtins={
                 "database": database_check(self.store.backend),
