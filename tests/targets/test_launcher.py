@@ -28,7 +28,8 @@ import onefile  # type: ignore[import-not-found]
 zstandard = pytest.importorskip("zstandard")
 pytestmark = pytest.mark.skipif(
     shutil.which("gcc") is None or not Path("/usr/include/zstd.h").exists(),
-    reason="needs gcc and libzstd-dev (make test and make binary install them: scripts/system-deps.sh)",
+    reason="needs gcc and libzstd-dev "
+    "(make test and make binary install them: scripts/system-deps.sh)",
 )
 
 TAG = "9.9.9-0123456789ab"
