@@ -2,8 +2,8 @@
 
 - ``Monitor`` (core): one runtime's monitor; ``jobs()`` for the scheduler, ``status()``,
   ``alerts_view()``, ``prometheus()`` for the API.
-- metrics: the ``METRICS`` catalogue, ``ResourceReader`` (``ProcfsResources`` on Linux),
-  ``MetricsBuffer`` and ``Uploader``.
+- metrics: the ``METRICS`` catalogue, ``default_resources`` (the platform's
+  ``ResourceReader``: ``platform.resources(data_path)``), ``MetricsBuffer`` and ``Uploader``.
 - health: ``HealthChecks`` (commands with a hard timeout; ``builtin:database|sync|scheduler``)
   and the built-in check factories.
 - alerts: the condition language, ``Alerts`` (pending -> firing -> resolved) and actions.
@@ -23,14 +23,7 @@ from edge_min.monitor.health import (
     scheduler_check,
     sync_check,
 )
-from edge_min.monitor.metrics import (
-    METRICS,
-    MetricsBuffer,
-    NoResources,
-    ResourceReader,
-    Uploader,
-    default_resources,
-)
+from edge_min.monitor.metrics import METRICS, MetricsBuffer, Uploader, default_resources
 from edge_min.monitor.outbox import Outbox
 from edge_min.monitor.persist import (
     MONITOR_TABLE_NAMES,
@@ -39,6 +32,7 @@ from edge_min.monitor.persist import (
     SqlMonitorStore,
 )
 from edge_min.monitor.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from edge_min.platform import NoResources, ResourceReader
 
 __all__ = [
     "METRICS",

@@ -31,8 +31,6 @@ from edge_min.monitor.metrics import (
     MetricInfo,
     MetricsBuffer,
     MetricsSender,
-    NoResources,
-    ResourceReader,
     RuntimeMetrics,
     Uploader,
     collect_sample,
@@ -40,6 +38,7 @@ from edge_min.monitor.metrics import (
 from edge_min.monitor.outbox import Outbox, Sender
 from edge_min.monitor.persist import MemoryMonitorStore, MonitorStore
 from edge_min.monitor.prometheus import PREFIX, Family, render, sample_families
+from edge_min.platform import NoResources, ResourceReader
 
 log = logging.getLogger("edge_min.monitor")
 

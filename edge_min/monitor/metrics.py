@@ -1,9 +1,10 @@
 """Metrics: the catalogue of names, where samples come from, and the upload buffer.
 
-A sample is ``{metric name: value}`` taken at one instant. Host metrics come from a
-``ResourceReader`` (``ProcfsResources`` on Linux; another target supplies its own) and the
-runtime's own metrics from a callable the runtime injects. Samples wait in ``MetricsBuffer``
-(persisted through the ``MonitorStore`` port) until they are uploaded to central:
+A sample is ``{metric name: value}`` taken at one instant. Host metrics come from the
+platform port's ``ResourceReader`` (``platform.resources(data_path)``: ``/proc`` on Linux,
+nothing in a browser tab; ``default_resources`` asks for it) and the runtime's own metrics
+from a callable the runtime injects. Samples wait in ``MetricsBuffer`` (persisted through
+the ``MonitorStore`` port) until they are uploaded to central:
 
 - at most ``buffer_size`` samples; when full the oldest go first and ``dropped`` counts them;
 - samples older than ``metrics_retention`` are pruned, uploaded or not;
@@ -18,10 +19,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edge_min.clock import iso
 from edge_min.monitor.persist import MonitorStore
+from edge_min.platform import Platform, ResourceReader, get_platform
 
 log = logging.getLogger("edge_min.monitor")
 
@@ -66,29 +68,9 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-class ResourceReader(Protocol):
-    """Host metrics for one sample; ``now`` is monotonic seconds (for rates)."""
-
-    def read(self, now: float) -> Mapping[str, float]:
-        """Metric name -> value; metrics the host cannot give are left out."""
-        ...
-
-
-class NoResources:
-    """A host without readable resources (no /proc): samples carry runtime metrics only."""
-
-    def read(self, now: float) -> Mapping[str, float]:
-        """Nothing."""
-        return {}
-
-
-def default_resources(data_path: str | Path) -> ResourceReader:
-    """``ProcfsResources`` where /proc is readable, else ``NoResources``."""
-    from edge_min.platform.procfs import ProcfsResources
-
-    if ProcfsResources.available():
-        return ProcfsResources(data_path)
-    return NoResources()
+def default_resources(data_path: str | Path, platform: Platform | None = None) -> ResourceReader:
+    """The monitor's host readings: ``platform.resources(data_path)``, by default this host's."""
+    return (platform if platform is not None else get_platform()).resources(str(data_path))
 
 
 RuntimeMetrics = Callable[[], Mapping[str, float]]

@@ -42,7 +42,7 @@ class Monitoring(Subsystem):
 
     def open(self) -> None:
         """Make the monitor from the config and the other subsystems' contributions."""
-        from edge_min.monitor import Monitor, SqlMonitorStore, default_resources
+        from edge_min.monitor import Monitor, SqlMonitorStore
         from edge_min.store.subsystem import Storage
 
         host = self.host
@@ -62,7 +62,7 @@ class Monitoring(Subsystem):
             host.clock,
             settings=host.config.monitoring,
             store=SqlMonitorStore(storage.store.backend),
-            resources=default_resources(host.paths.root),
+            resources=host.platform.resources(str(host.paths.root)),
             runtime_metrics=self._metrics,
             builtins=checks,
             send_metrics=_sender(uplink, "metrics"),

@@ -14,8 +14,10 @@ The core never forks, signals or reads ``/proc`` itself; it asks a ``Platform``:
   ``edge_min.platform.service``.
 - ``new_lock()`` gives a mutex for callers outside this package, which may not import
   ``threading`` themselves.
-- ``cpu_times()``, ``memory_info()``, ``disk_usage(path)`` read host resources for the
-  monitor; a platform that cannot read them raises ``NotImplementedError``.
+- ``resources(data_path)`` gives the monitor's ``ResourceReader`` for this host:
+  ``read(now)`` is one sample of host metrics (names in ``RESOURCE_METRICS``, the data
+  volume measured at ``data_path``), leaving out whatever the host cannot tell.
+  ``edge_min.platform.procfs`` reads them on Linux; ``NoResources`` reads nothing.
 
 ``get_platform()`` picks one lazily and caches it:
 
@@ -36,13 +38,13 @@ import sys
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 __all__ = [
-    "CpuTimes",
-    "DiskUsage",
-    "MemoryInfo",
+    "RESOURCE_METRICS",
+    "NoResources",
     "Platform",
+    "ResourceReader",
     "ServiceHandle",
     "ServiceReply",
     "WorkerHandle",
@@ -174,27 +176,43 @@ class ServiceHandle(Protocol):
         ...
 
 
-class CpuTimes(NamedTuple):
-    """Host CPU seconds since boot, summed over all CPUs."""
+#: Every name a ``ResourceReader`` may report; the monitor's catalogue gives their units.
+RESOURCE_METRICS = (
+    "cpu_usage",
+    "memory_total",
+    "memory_used",
+    "memory_available",
+    "memory_usage",
+    "storage_total",
+    "storage_used",
+    "free_storage",
+    "storage_usage",
+    "network_rx_bytes_per_second",
+    "network_tx_bytes_per_second",
+    "battery_level",
+    "battery_charging",
+)
 
-    user: float
-    system: float
-    idle: float
+
+class ResourceReader(Protocol):
+    """Host metrics for the monitor, one sample per ``read``.
+
+    ``now`` is monotonic seconds, for rates between two reads. A metric the host cannot
+    give (no battery, an unreadable source, a rate before its second read) is left out,
+    never reported as 0.
+    """
+
+    def read(self, now: float) -> Mapping[str, float]:
+        """Metric name (one of ``RESOURCE_METRICS``) -> value."""
+        ...
 
 
-class MemoryInfo(NamedTuple):
-    """Host memory in bytes."""
+class NoResources:
+    """A host that shows nothing (no /proc, a browser tab): samples carry runtime metrics only."""
 
-    total: int
-    available: int
-
-
-class DiskUsage(NamedTuple):
-    """The filesystem holding a path, in bytes."""
-
-    total: int
-    used: int
-    free: int
+    def read(self, now: float) -> Mapping[str, float]:
+        """Nothing."""
+        return {}
 
 
 class Platform(Protocol):
@@ -215,16 +233,8 @@ class Platform(Protocol):
         """Start a persistent worker running ``spec.entry``'s factory."""
         ...
 
-    def cpu_times(self) -> CpuTimes:
-        """Host CPU times; may raise ``NotImplementedError``."""
-        ...
-
-    def memory_info(self) -> MemoryInfo:
-        """Host memory; may raise ``NotImplementedError``."""
-        ...
-
-    def disk_usage(self, path: str) -> DiskUsage:
-        """Usage of the filesystem holding ``path``; may raise ``NotImplementedError``."""
+    def resources(self, data_path: str) -> ResourceReader:
+        """The monitor's reader of this host; ``data_path`` is on the volume to measure."""
         ...
 
     def can_reach(self, host: str, port: int, timeout: float) -> bool:

@@ -9,6 +9,9 @@ to run them with. The result has the same shape as a POSIX worker's (one JSON fr
 ``start_service`` gives an ``InProcessService``: the handler factory runs here once and the
 handler is called for each request, with the same frames as a persistent POSIX worker
 (``edge_min.platform.worker``), again without limits or timeouts.
+
+``resources()`` gives ``NoResources``: a tab sees no host CPU, memory or disk, so the
+monitor's samples carry the runtime's own metrics only.
 """
 
 from __future__ import annotations
@@ -20,14 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge_min.errors import AgentError
-from edge_min.platform import (
-    CpuTimes,
-    DiskUsage,
-    MemoryInfo,
-    ServiceReply,
-    WorkerResult,
-    WorkerSpec,
-)
+from edge_min.platform import NoResources, ServiceReply, WorkerResult, WorkerSpec
 
 
 class InProcessHandle:
@@ -152,17 +148,9 @@ class InProcessPlatform:
         os.makedirs(spec.work_dir, exist_ok=True)
         return InProcessService(spec)
 
-    def cpu_times(self) -> CpuTimes:
-        """Not available without a host OS view."""
-        raise NotImplementedError("cpu_times is not available on the in-process platform")
-
-    def memory_info(self) -> MemoryInfo:
-        """Not available without a host OS view."""
-        raise NotImplementedError("memory_info is not available on the in-process platform")
-
-    def disk_usage(self, path: str) -> DiskUsage:
-        """Not available without a host OS view."""
-        raise NotImplementedError("disk_usage is not available on the in-process platform")
+    def resources(self, data_path: str) -> NoResources:
+        """Nothing to read without a host OS view: samples carry runtime metrics only."""
+        return NoResources()
 
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         """No sockets here: the host page (or its shim) tells us; assume the link is up."""

@@ -31,7 +31,9 @@ new session (its own process group), cwd = the agent's work directory, env = ``s
 
 ``WorkerResult`` reports what happened; ``edge_min.agents.isolation`` names the limit.
 ``start_service`` starts the same worker in ``serve`` mode and keeps it for many requests
-(``edge_min.platform.service`` states the per-request rules).
+(``edge_min.platform.service`` states the per-request rules). ``resources(data_path)``
+gives the monitor's host readings from ``edge_min.platform.procfs``, the one parser of
+``/proc`` and ``/sys``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import json
 import math
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,8 @@ from itertools import count
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_min.platform import CpuTimes, DiskUsage, MemoryInfo, WorkerResult, WorkerSpec
+from edge_min.platform import NoResources, ResourceReader, WorkerResult, WorkerSpec
+from edge_min.platform.procfs import ProcfsResources
 from edge_min.platform.worker import command as worker_command
 
 if TYPE_CHECKING:
@@ -400,6 +402,8 @@ class PosixPlatform:
         cpu_limit: str = "auto",
         poll_interval: float = 0.05,
         max_output: int = 16 * 1024 * 1024,
+        proc_root: str | Path = "/proc",
+        sys_root: str | Path = "/sys",
     ) -> None:
         if cpu_limit not in ("auto", "rlimit"):
             raise ValueError(f"cpu_limit must be 'auto' or 'rlimit', got {cpu_limit!r}")
@@ -408,6 +412,9 @@ class PosixPlatform:
         self.cpu_limit = cpu_limit
         self.poll_interval = poll_interval
         self.max_output = max_output
+        # Where the host readings come from (edge_min.platform.procfs); tests use fake trees.
+        self.proc_root = proc_root
+        self.sys_root = sys_root
         self._cgroup: CgroupCpu | None = None
         self._probed = False
 
@@ -561,33 +568,11 @@ class PosixPlatform:
             raise
         return service(proc, status_read)
 
-    def cpu_times(self) -> CpuTimes:
-        """Host CPU seconds from ``/proc/stat``."""
-        try:
-            with open("/proc/stat") as fh:
-                fields = fh.readline().split()
-        except OSError as exc:
-            raise NotImplementedError("cpu_times needs /proc/stat") from exc
-        tick = os.sysconf("SC_CLK_TCK")
-        user, nice, system, idle = (int(v) / tick for v in fields[1:5])
-        return CpuTimes(user=user + nice, system=system, idle=idle)
-
-    def memory_info(self) -> MemoryInfo:
-        """Host memory from ``/proc/meminfo``."""
-        values: dict[str, int] = {}
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    key, _, rest = line.partition(":")
-                    values[key] = int(rest.split()[0]) * 1024
-        except OSError as exc:
-            raise NotImplementedError("memory_info needs /proc/meminfo") from exc
-        return MemoryInfo(total=values["MemTotal"], available=values.get("MemAvailable", 0))
-
-    def disk_usage(self, path: str) -> DiskUsage:
-        """Usage of the filesystem holding ``path``."""
-        usage = shutil.disk_usage(path)
-        return DiskUsage(total=usage.total, used=usage.used, free=usage.free)
+    def resources(self, data_path: str) -> ResourceReader:
+        """``ProcfsResources`` on ``data_path`` where /proc is readable, else ``NoResources``."""
+        if ProcfsResources.available(self.proc_root):
+            return ProcfsResources(data_path, proc_root=self.proc_root, sys_root=self.sys_root)
+        return NoResources()
 
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         """Whether a TCP connection to host:port opens within ``timeout``."""

@@ -1,11 +1,13 @@
 """Linux host readings for the monitor, from ``/proc``, ``/sys`` and ``statvfs``.
 
-Every reader takes its root (``proc_root``, ``sys_root``) as a parameter so tests can point it
-at a fake tree; the parsers take text. ``ProcfsResources.read(now)`` gives one sample of the
-monitor's host metrics; rates (CPU busy %, network bytes per second) come from the difference
-with the previous sample, so the first sample has none. Battery metrics are absent (not 0)
-when ``/sys/class/power_supply`` has no battery. A metric whose source is unreadable is left
-out of the sample rather than reported as 0.
+The one parser of each of these sources in edge_min: ``PosixPlatform.resources()`` gives a
+``ProcfsResources`` (the platform port's ``ResourceReader``), and the monitor reads the host
+only through that. Every reader takes its root (``proc_root``, ``sys_root``) as a parameter
+so tests can point it at a fake tree; the parsers take text. ``ProcfsResources.read(now)``
+gives one sample of the monitor's host metrics; rates (CPU busy %, network bytes per
+second) come from the difference with the previous sample, so the first sample has none.
+Battery metrics are absent (not 0) when ``/sys/class/power_supply`` has no battery. A
+metric whose source is unreadable is left out of the sample rather than reported as 0.
 """
 
 from __future__ import annotations

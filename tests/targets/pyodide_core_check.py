@@ -1,4 +1,4 @@
-"""edge_min's portable core where it runs: config load, a store round trip, CBOR and YAML.
+"""edge_min's portable core where it runs: config, a store round trip, CBOR, YAML, a monitor sample.
 
 tests/targets/test_pyodide.py runs this file inside Pyodide under Node.js
 (``node wasm/run_python.mjs tests/targets/pyodide_core_check.py``) and under CPython, so the
@@ -23,7 +23,10 @@ import edge_min
 import edge_min.clock
 import edge_min.units
 from edge_min.config import load_config, parse_config
+from edge_min.config.monitoring import MonitoringConfig
 from edge_min.errors import ConfigError
+from edge_min.monitor import Monitor, default_resources
+from edge_min.platform import get_platform
 from edge_min.store import open_store
 
 EDGE_CONFIG = """\
@@ -124,11 +127,34 @@ def check_store(db_path: str) -> tuple[dict[str, Any], str]:
     }, journal_mode
 
 
+def check_monitor(folder: str) -> dict[str, Any]:
+    """One monitor sample through the platform's resource reader; what each part gave."""
+    platform = get_platform()
+    reader = default_resources(folder)
+    host = dict(reader.read(0.0))
+    monitor = Monitor(
+        MonitoringConfig(),
+        edge_min.clock.VirtualClock(1_700_000_000.0),
+        resources=reader,
+        runtime_metrics=lambda: {"queue_depth": 1.0},
+    )
+    sample = monitor.collect()
+    assert sample["queue_depth"] == 1.0, sample
+    assert "edge_min_queue_depth 1" in monitor.prometheus()
+    return {
+        "platform": platform.name,
+        "reader": type(reader).__name__,
+        "host_metrics": sorted(host),
+        "sample_metrics": sorted(sample),
+    }
+
+
 def main() -> None:
     """Run every check and print the facts as one JSON line."""
     folder = tempfile.mkdtemp(prefix="edge-min-check-")
     config_facts, db_path = check_config(folder)
     store_facts, journal_mode = check_store(db_path)
+    monitor_facts = check_monitor(folder)
     result = {
         "platform": sys.platform,
         "python": "{}.{}.{}".format(*sys.version_info[:3]),
@@ -140,6 +166,7 @@ def main() -> None:
         "cbor2_version": importlib.metadata.version("cbor2"),
         "config": config_facts,
         "store": store_facts,
+        "monitor": monitor_facts,
     }
     print(json.dumps(result, sort_keys=True))
 

@@ -1,4 +1,4 @@
-"""edge_min inside Pyodide under Node.js, offline: config load and a store round trip.
+"""edge_min inside Pyodide under Node.js, offline: config, a store round trip, a monitor sample.
 
 The harness is wasm/run_python.mjs (pinned pyodide from wasm/node_modules, local wheels from
 wasm/.cache/wheels, the working tree's edge_min/ copied in; network fetches refused).
@@ -122,6 +122,15 @@ def test_core_check_runs_in_pyodide(
     assert store["created_at"] == "2023-11-14T22:13:20.000000Z"
     assert uuid.UUID(store["workflow_id"])
     assert store["db_file_bytes"] > 0
+
+    # No host to read in a tab: the in-process platform's reader gives nothing, and the
+    # monitor's samples carry the runtime's own metrics only.
+    assert result["monitor"] == {
+        "platform": "inprocess",
+        "reader": "NoResources",
+        "host_metrics": [],
+        "sample_metrics": ["queue_depth"],
+    }
 
 
 @pytest.mark.slow

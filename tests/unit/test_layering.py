@@ -98,6 +98,32 @@ def test_host_calls_go_through_the_platform_port(rel: str, tree: ast.Module) -> 
         )
 
 
+# The host implementations of the platform port: only the port (get_platform) picks one.
+HOST_IMPLEMENTATIONS = (
+    "edge_min.platform.posix",
+    "edge_min.platform.procfs",
+    "edge_min.platform.inprocess",
+)
+
+
+@pytest.mark.parametrize(("rel", "tree"), MODULES, ids=[m[0] for m in MODULES])
+def test_only_the_port_picks_a_host_implementation(rel: str, tree: ast.Module) -> None:
+    """The monitor, agents and runtime get the host through ``Platform``, never around it."""
+    if rel.startswith("platform/"):
+        return
+    found = _imports(tree, top_level_only=False)
+    found += [  # from edge_min.platform import procfs
+        (f"{node.module}.{alias.name}", node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "edge_min.platform"
+        for alias in node.names
+    ]
+    for name, line in found:
+        assert not name.startswith(HOST_IMPLEMENTATIONS), (
+            f"{rel}:{line} imports {name}; ask the platform port (edge_min.platform) instead"
+        )
+
+
 @pytest.mark.parametrize(("rel", "tree"), MODULES, ids=[m[0] for m in MODULES])
 def test_core_imports_only_stdlib_at_import_time(rel: str, tree: ast.Module) -> None:
     """Third-party packages are imported lazily, so the core loads in Pyodide as it is."""

@@ -9,12 +9,13 @@ import pytest
 
 from edge_min.clock import VirtualClock
 from edge_min.config import parse_config
+from edge_min.platform import NoResources
 from edge_min.runtime import Paths, Runtime
 from edge_min.store.backup import list_backups
 
 
 class Link:
-    """A platform whose only job here is to answer the link probe."""
+    """A platform whose only job here is to answer the link probe (it shows no host)."""
 
     name = "test-link"
     up = False
@@ -22,6 +23,9 @@ class Link:
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         self.asked = (host, port)
         return self.up
+
+    def resources(self, data_path: str) -> NoResources:
+        return NoResources()
 
 
 def make_runtime(tmp_path: Path, clock: VirtualClock, **sections: Any) -> Runtime:

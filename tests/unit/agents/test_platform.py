@@ -10,6 +10,7 @@ import pytest
 from edge_min import platform as port
 from edge_min.platform import WorkerSpec, get_platform, set_platform
 from edge_min.platform.posix import CgroupCpu, PosixPlatform, directory_size
+from edge_min.platform.procfs import parse_proc_stat
 from edge_min.platform.worker import CallContext, run_entry
 
 
@@ -35,13 +36,13 @@ def test_a_spec_needs_exactly_one_of_argv_or_entry() -> None:
 
 
 def test_resource_readers_report_the_host(tmp_path: Path) -> None:
-    p = PosixPlatform()
-    cpu = p.cpu_times()
-    assert cpu.user > 0 and cpu.idle > 0
-    mem = p.memory_info()
-    assert 0 < mem.available <= mem.total
-    disk = p.disk_usage(str(tmp_path))
-    assert disk.total >= disk.used > 0
+    # The platform's one reader of /proc (procfs); its CPU counters: busy (user, system...)
+    # and idle time have both been spent since boot.
+    cpu = parse_proc_stat(Path("/proc/stat").read_text())
+    assert cpu.busy > 0 and cpu.total - cpu.busy > 0
+    sample = PosixPlatform().resources(str(tmp_path)).read(0.0)
+    assert 0 < sample["memory_available"] <= sample["memory_total"]
+    assert sample["storage_total"] >= sample["storage_used"] > 0
 
 
 def test_directory_size_counts_nested_files_not_symlinks(tmp_path: Path) -> None:

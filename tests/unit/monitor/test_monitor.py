@@ -23,20 +23,11 @@ from edge_min.monitor import Monitor, SqlMonitorStore, database_check
 from edge_min.scheduler import Scheduler, StepRunner
 from edge_min.store import MemoryStore
 from edge_min.store.migrations import Migration
+from tests.fixtures.resources import FakeResources
 
 from .conftest import open_monitor_sqlite
 
 MB = 1024 * 1024
-
-
-class Host:
-    """A resource reader whose readings the test sets (the port a target implements)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = {"cpu_usage": 10.0, "free_storage": 500.0 * MB}
-
-    def read(self, now: float) -> dict[str, float]:
-        return dict(self.values)
 
 
 class Central:
@@ -74,9 +65,11 @@ def build(
     config: MonitoringConfig = CONFIG,
     settings: MonitoringSettings | None = None,
     store: Any = None,
-) -> tuple[Monitor, StepRunner, Host, Central, dict[str, float]]:
+) -> tuple[Monitor, StepRunner, FakeResources, Central, dict[str, float]]:
     clock = VirtualClock()
-    host, central = Host(), Central()
+    # The host's readings, which the tests change (the port a target implements).
+    host = FakeResources({"cpu_usage": 10.0, "free_storage": 500.0 * MB})
+    central = Central()
     runtime = {"queue_depth": 0.0, "sync_failures": 0.0, "runs_running": 1.0}
     restarts: list[int] = []
     monitor = Monitor(

@@ -18,43 +18,7 @@ from edge_min.platform.procfs import (
     parse_proc_stat,
     read_battery,
 )
-
-MEMINFO = """MemTotal:        8000000 kB
-MemFree:         1000000 kB
-MemAvailable:    6000000 kB
-Buffers:          100000 kB
-HugePages_Total:       0
-"""
-# The two header lines of /proc/net/dev, shortened (the parser skips lines with "|").
-NET_DEV = """Inter-|   Receive                            |  Transmit
- face |bytes    packets errs drop fifo frame|bytes    packets errs drop fifo colls
-    lo: {lo} 10 0 0 0 0 0 0 {lo} 10 0 0 0 0 0 0
-  eth0: {rx} 20 0 0 0 0 0 0 {tx} 20 0 0 0 0 0 0
- wlan0: 500 5 0 0 0 0 0 0 100 5 0 0 0 0 0 0
-"""
-
-
-def stat_text(user: int, system: int, idle: int, iowait: int = 0) -> str:
-    return (
-        f"cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0\n"
-        f"cpu0 {user} 0 {system} {idle} {iowait} 0 0 0 0 0\nintr 1 2 3\n"
-    )
-
-
-def fake_proc(root: Path, *, cpu: str, rx: int = 0, tx: int = 0) -> Path:
-    (root / "net").mkdir(parents=True, exist_ok=True)
-    (root / "stat").write_text(cpu)
-    (root / "meminfo").write_text(MEMINFO)
-    (root / "net" / "dev").write_text(NET_DEV.format(lo=10**9, rx=rx, tx=tx))
-    return root
-
-
-def add_supply(sys_root: Path, name: str, kind: str, **files: str) -> None:
-    d = sys_root / "class" / "power_supply" / name
-    d.mkdir(parents=True)
-    (d / "type").write_text(kind + "\n")
-    for key, value in files.items():
-        (d / key).write_text(value + "\n")
+from tests.fixtures.resources import MEMINFO, NET_DEV, add_supply, fake_proc, stat_text
 
 
 def test_cpu_usage_is_the_busy_share_between_two_samples() -> None:
