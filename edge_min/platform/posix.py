@@ -157,11 +157,16 @@ class CgroupCpu:
     def _sweep(self) -> None:
         # Empty worker cgroups left by a runtime that was killed; busy ones refuse rmdir.
         # Only those whose creating process (the pid in the name) is gone: a live runtime's
-        # fresh cgroup is empty for a moment before its worker joins it.
+        # fresh cgroup is empty for a moment before its worker joins it. A pid means
+        # something only in its own pid namespace (a container or chroot test root shares
+        # this cgroup tree with the host), so only names from this namespace are judged.
+        mine = _pid_namespace()
         for entry in os.scandir(self.parent):
             if not (entry.is_dir() and entry.name.startswith("w-")):
                 continue
-            owner = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 3 else ""
+            namespace, owner = _owner_of(entry.name)
+            if namespace != mine:
+                continue
             if owner.isdigit() and _alive(int(owner)):
                 continue
             # Its runtime is gone: kill any worker it left behind, then remove the cgroup.
@@ -169,9 +174,14 @@ class CgroupCpu:
                 self.remove(entry.path)
 
     def create(self, name: str, max_cpu: float) -> str:
-        """A new child cgroup limited to ``max_cpu`` cores; returns its directory."""
+        """A new child cgroup limited to ``max_cpu`` cores; returns its directory.
+
+        Named ``w-<agent>-<pid namespace>-<pid>-<serial>``, so a sweep knows whose it is.
+        """
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-        path = os.path.join(self.parent, f"w-{safe}-{os.getpid()}-{next(_serial)}")
+        path = os.path.join(
+            self.parent, f"w-{safe}-{_pid_namespace()}-{os.getpid()}-{next(_serial)}"
+        )
         os.mkdir(path)
         quota = max(1000, int(max_cpu * CPU_PERIOD_US))
         try:
@@ -201,6 +211,22 @@ class CgroupCpu:
                 return
             except OSError:
                 time.sleep(0.01)
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace as ``ns<inode>`` (``ns0`` where /proc can't tell)."""
+    try:
+        return "ns" + str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "ns0"
+
+
+def _owner_of(name: str) -> tuple[str, str]:
+    """(pid namespace, pid) from a worker cgroup's name; ("", "") if it is not ours."""
+    parts = name.rsplit("-", 3)
+    if len(parts) == 4 and parts[1].startswith("ns"):
+        return parts[1], parts[2]
+    return "", ""
 
 
 def _alive(pid: int) -> bool:

@@ -175,6 +175,31 @@ def _cgroup_children(platform: PosixPlatform) -> list[str]:
 
 
 @pytest.mark.skipif(PosixPlatform().cpu_limit_mode == "rlimit", reason="no writable cpu cgroup")
+def test_the_sweep_removes_only_this_pid_namespaces_dead_runtimes(
+    platform: PosixPlatform,
+) -> None:
+    """A pid in another namespace (a container, a chroot test root) says nothing here."""
+    from edge_min.platform.posix import CgroupCpu, _pid_namespace
+
+    cg = platform._cgroup_cpu()
+    assert cg is not None
+    dead = 2**22 + 17  # above pid_max's default: no such process
+    mine = Path(cg.parent, f"w-swept-{_pid_namespace()}-{dead}-1")
+    other = Path(cg.parent, f"w-kept-ns1-{dead}-1")
+    live = Path(cg.parent, f"w-live-{_pid_namespace()}-{os.getpid()}-1")
+    for path in (mine, other, live):
+        path.mkdir()
+    try:
+        CgroupCpu(cg.version, cg.parent)._sweep()
+        assert not mine.exists()
+        assert other.exists() and live.exists()
+    finally:
+        for path in (mine, other, live):
+            if path.exists():
+                path.rmdir()
+
+
+@pytest.mark.skipif(PosixPlatform().cpu_limit_mode == "rlimit", reason="no writable cpu cgroup")
 def test_a_cgroup_quota_throttles_a_busy_agent(platform: PosixPlatform, tmp_path: Path) -> None:
     agent = make_agent("busy", entry="py_agents:burn", max_cpu=0.2)
     used = run(agent, platform, tmp_path, {"seconds": 1.0})
