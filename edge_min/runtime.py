@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from edge_min.store.files import FileStore
     from edge_min.store.repos import ScheduleStateRepo
     from edge_min.sync.link import SyncLink
+    from edge_min.sync.transport import TransportFactory
     from edge_min.workflows.engine import Engine
 
 log = logging.getLogger("edge_min.runtime")
@@ -155,6 +156,7 @@ class Runtime:
         executors: ExecutorFactory | None = None,
         subsystems: Sequence[type[Subsystem]] | None = None,
         without: Sequence[str] = (),
+        transport: TransportFactory | None = None,
     ) -> None:
         from edge_min.scheduler import Scheduler
 
@@ -163,6 +165,8 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self._platform = platform
         self._executors: ExecutorFactory = executors or inline_executors
+        #: How sync reaches central (a browser's fetch, an MCU's socket); None: HTTP(S).
+        self.transport = transport
         # Whether blocking work runs on threads: then each thread needs its own connection.
         self.threaded = executors is not None
         if subsystems is None:

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from edge_min.runtime import Paths, Runtime
     from edge_min.scheduler import Scheduler
     from edge_min.store import Store
+    from edge_min.sync.transport import TransportFactory
 
 __all__ = [
     "ApiContext",
@@ -172,6 +173,8 @@ class Host(Protocol):
     threaded: bool
     #: Ask the loop for a turn now (work arrived from another thread).
     wake: Callable[[], object]
+    #: How the sync subsystem reaches central; None: HTTP(S) to sync.central_url.
+    transport: TransportFactory | None
 
     @property
     def platform(self) -> Platform:

@@ -20,12 +20,15 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge_min.clock import Clock, SystemClock
 from edge_min.config.sync import ENTITIES
 from edge_min.security.keyfile import create_key_file
 from edge_min.sync.errors import SyncKeyError, SyncUnavailable
+
+if TYPE_CHECKING:
+    from edge_min.sync.transport import Transport, TransportFactory
 
 NODE_META_KEY = "device.id"  # edge_min.sync.changes.DEVICE_KEY
 KEY_FILE = Path("keys") / "sync.key"
@@ -101,34 +104,33 @@ def build_manager(
     node: str | None = None,
     allow_insecure: bool = False,
     timeout: float | None = None,
+    transport: TransportFactory | None = None,
 ) -> Any:
-    """The SyncManager for ``config`` (an EdgeConfig) over ``store`` in ``paths.root``."""
-    from edge_min.sync.bandwidth import bucket_for
+    """The SyncManager for ``config`` (an EdgeConfig) over ``store`` in ``paths.root``.
+
+    ``transport`` makes the link to central (``edge_min.sync.transport.TransportFactory``);
+    by default HTTP(S) to ``sync.central_url`` (``http_transport``).
+    """
     from edge_min.sync.changes import SyncState
     from edge_min.sync.manager import SyncManager
-    from edge_min.sync.transport import DEFAULT_TIMEOUT, HttpTransport
+    from edge_min.sync.transport import http_transport
 
     clock = clock or SystemClock()
     node = node or node_id(store, config.security_config)
     network = config.sync_config.network
     key = load_sync_key(paths.root) if network.encryption else None
-    transport = HttpTransport.for_url(
-        config.sync.central_url,
-        node=node,
-        security_config=config.security_config,
-        allow_insecure=allow_insecure,
-        timeout=timeout or DEFAULT_TIMEOUT,
-        # The bucket paces real bytes, so it always runs on real time.
-        bucket=bucket_for(network.max_bandwidth, SystemClock()),
-        accept=None if network.compression else "none",
-    )
+    link: Transport
+    if transport is None:
+        link = http_transport(config, node, allow_insecure=allow_insecure, timeout=timeout)
+    else:
+        link = transport(config, node)
     # A batch should cross the capped link in about 10 s, so a cut costs little to resend.
     batch_bytes = 1024 * 1024
     if network.max_bandwidth > 0:
         batch_bytes = int(min(batch_bytes, max(16 * 1024, network.max_bandwidth * 10)))
     return SyncManager(
         SyncState(store, node, clock),
-        transport,
+        link,
         node=node,
         sync_config=config.sync_config,
         sync_interval=config.sync.sync_interval,

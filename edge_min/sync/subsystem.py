@@ -48,7 +48,9 @@ class Sync(Subsystem):
 
         def build() -> Any:
             store = host.open_store() if worker is not None else host.get(Storage).store
-            manager = build_manager(host.config, host.paths, store, clock=host.clock)
+            manager = build_manager(
+                host.config, host.paths, store, clock=host.clock, transport=host.transport
+            )
             manager.link_changed(host.online)
             return manager
 

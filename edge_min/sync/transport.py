@@ -31,10 +31,10 @@ import contextlib
 import http.client
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from edge_min.sync.bandwidth import TokenBucket, chunk_size
 from edge_min.sync.errors import SyncError
@@ -334,3 +334,74 @@ def _describe(exc: BaseException, t: HttpTransport, method: str, path: str, answ
         return f"{where}: connection refused; is central running at {t.base_url}?"
     phase = "reading the answer" if answered else "sending the request"
     return f"{where}: the link failed while {phase}: {type(exc).__name__}: {exc}"
+
+
+#: ``factory(config, node)``: the transport to central for an EdgeConfig and this device's id.
+#: The runtime is given one (``Runtime(transport=...)``); ``http_transport`` is the default.
+TransportFactory = Callable[[Any, str], Transport]
+
+
+def http_transport(
+    config: Any, node: str, *, allow_insecure: bool = False, timeout: float | None = None
+) -> HttpTransport:
+    """The default ``TransportFactory``: HTTP(S) to ``sync.central_url`` as the config says."""
+    from edge_min.clock import SystemClock
+    from edge_min.sync.bandwidth import bucket_for
+
+    network = config.sync_config.network
+    return HttpTransport.for_url(
+        config.sync.central_url,
+        node=node,
+        security_config=config.security_config,
+        allow_insecure=allow_insecure,
+        timeout=timeout or DEFAULT_TIMEOUT,
+        # The bucket paces real bytes, so it always runs on real time.
+        bucket=bucket_for(network.max_bandwidth, SystemClock()),
+        accept=None if network.compression else "none",
+    )
+
+
+class RouterTransport:
+    """Hands each request to an in-process ``Router`` (a central's): no socket, the real
+    request and response types. For tests, and for hosts that embed central beside the
+    device (the loop of one process); the browser brings a fetch transport, the MCU a socket
+    one, each implementing ``Transport``.
+    """
+
+    def __init__(self, router: Any, node: str, *, client: str = "127.0.0.1") -> None:
+        self.router = router
+        self.node = node
+        self.client = client
+        self.stats = TransferStats()
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        """Dispatch one request; its status, lower-cased headers and body."""
+        from edge_min.routing import Request
+
+        url = urlsplit(path)
+        sent = {
+            NODE_HEADER.lower(): self.node,
+            **{k.lower(): v for k, v in (headers or {}).items()},
+        }
+        response = self.router.dispatch(
+            Request(
+                method=method,
+                path=url.path.rstrip("/") or "/",
+                query=dict(parse_qsl(url.query)),
+                headers=sent,
+                body=body,
+                client=self.client,
+            )
+        )
+        payload = response.encode()
+        answer_headers = {k.lower(): v for k, v in response.headers.items()}
+        answer_headers["content-type"] = response.content_type
+        self.stats.requests += 1
+        self.stats.bytes_sent += len(body)
+        self.stats.bytes_received += len(payload)
+        return response.status, answer_headers, payload
+
+    def close(self) -> None:
+        """Nothing to close."""
