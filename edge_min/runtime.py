@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edge_min import __version__
 from edge_min.clock import Clock, SystemClock
@@ -52,6 +52,18 @@ QUEUE_POLL_SECONDS = 1.0  # how soon a run queued by another process (the CLI) i
 JOB_RETRY_FIRST = 1.0  # a failed job is retried after 1, 2, 4, ... seconds (at most its interval)
 
 S = TypeVar("S", bound=Subsystem)
+
+
+class Outcome(Protocol):
+    """Where a call handed to the loop thread reports (``concurrent.futures.Future`` is one)."""
+
+    def set_result(self, result: Any) -> None:
+        """The call's value."""
+        ...
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """What the call raised."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -185,7 +197,7 @@ class Runtime:
         self.started_at = self.clock.time()
         # Work handed over by other threads (the API): run on the loop thread, the only one
         # that touches the engine. deque append/popleft are atomic, so no lock is needed.
-        self._calls: deque[tuple[Callable[[], Any], Any]] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Outcome]] = deque()
         self.wake: Callable[[], object] = lambda: None
         #: Failed runs of each timed job since start, and the consecutive failures now.
         self.job_errors: dict[str, int] = {}
@@ -385,7 +397,7 @@ class Runtime:
             self.scheduler.cancel(f"{base}.retry")
             self.scheduler.add_once(f"{base}.retry", job.fn, after=delay)
 
-    def call(self, fn: Callable[[], Any], future: Any = None) -> Any:
+    def call(self, fn: Callable[[], Any], future: Outcome | None = None) -> Any:
         """Run ``fn`` on the loop thread; ``future`` (set_result/set_exception) gets the outcome.
 
         Without a future (or without threads, as under Pyodide) ``fn`` runs at once, here.

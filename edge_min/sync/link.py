@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_min.errors import EdgeError
 from edge_min.platform.executor import Executor, Handle
+
+if TYPE_CHECKING:
+    from edge_min.sync.manager import SyncManager
 
 log = logging.getLogger("edge_min.sync")
 
@@ -25,11 +28,11 @@ POST_TIMEOUT = 30.0  # seconds a metrics/alerts upload may take
 class SyncLink:
     """What the runtime knows of sync: due runs, status, failures, restart, uploads."""
 
-    def __init__(self, build: Callable[[], Any], worker: Executor | None = None) -> None:
+    def __init__(self, build: Callable[[], SyncManager], worker: Executor | None = None) -> None:
         self.worker = worker
         self._inflight: Handle | None = None
         # ``build`` opens the store and makes the manager; on the worker when there is one.
-        self.manager = self._call(build, BUILD_TIMEOUT)
+        self.manager: SyncManager = self._call(build, BUILD_TIMEOUT)
 
     def _call(self, fn: Callable[[], Any], timeout: float) -> Any:
         if self.worker is None:

@@ -32,7 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_min.clock import Clock, SystemClock, iso
 from edge_min.errors import (
@@ -45,6 +45,9 @@ from edge_min.errors import (
 from edge_min.platform.executor import Executor, Handle, InlineExecutor, finished
 from edge_min.units import format_size
 from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, parse_definition
+
+if TYPE_CHECKING:
+    from edge_min.store import Store
 
 log = logging.getLogger("edge_min.engine")
 
@@ -132,7 +135,7 @@ class Engine:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         agents: AgentPort,
         *,
         dispatcher: Dispatcher | None = None,

@@ -23,7 +23,6 @@ from edge_min.platform.inprocess import InProcessPlatform
 from edge_min.platform.posix import PosixPlatform
 from edge_min.platform.procfs import ProcfsResources
 from edge_min.runtime import Paths, Runtime
-from edge_min.workflows.engine import InlineDispatcher
 from tests.fixtures.resources import FakeResources, add_supply, fake_proc, stat_text
 
 MB = 1024 * 1024
@@ -188,9 +187,8 @@ def test_the_runtime_monitor_reads_the_platform_it_was_given(tmp_path: Path) -> 
         config,
         Paths.resolve(config, tmp_path / "data"),
         clock=VirtualClock(),
-        dispatcher=InlineDispatcher(),
         platform=platform,
-        sync=False,
+        without=("sync",),
     ).open()
     try:
         assert platform.asked == [str(rt.paths.root)]
