@@ -82,10 +82,12 @@ class HealthCheck:
         command = spec.command.strip()
         if command.startswith(BUILTIN_PREFIX):
             which = command[len(BUILTIN_PREFIX) :].strip()
-            if which not in BUILTINS:
+            # The runtime's own, and whatever built-ins its subsystems contribute.
+            known = [*BUILTINS, *(b for b in builtins if b not in BUILTINS)]
+            if which not in known:
                 raise ConfigError(
                     f"health check {spec.name!r}: unknown built-in {which!r}; "
-                    f"use one of {', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}",
+                    f"use one of {', '.join(BUILTIN_PREFIX + b for b in known)}",
                     path=f"health_checks.{spec.name}.command",
                     value=spec.command,
                 )

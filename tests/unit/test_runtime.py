@@ -12,6 +12,7 @@ from edge_min.config import parse_config
 from edge_min.platform import NoResources
 from edge_min.runtime import Paths, Runtime
 from edge_min.store.backup import list_backups
+from edge_min.subsystem import ApiContext, ApiRoute, CheckFn, Job, Subsystem
 
 
 class Link:
@@ -125,3 +126,94 @@ def test_offline_auto_probes_central(tmp_path: Path, up: bool) -> None:
     run_for(rt, clock, 31, step=1)
     assert rt.online is (not up)
     rt.close()
+
+
+# -- the subsystem contract and the one error policy ------------------------------------------
+
+
+class Flaky(Subsystem):
+    """A subsystem as a newcomer writes one: a job that fails, a route, a metric, a check."""
+
+    name = "flaky"
+    needs = ("storage",)
+
+    def open(self) -> None:
+        self.calls = 0
+        self.fail_until = 3
+
+    def jobs(self) -> list[Job]:
+        return [Job("flaky.job", 60.0, self.job)]
+
+    def job(self) -> None:
+        self.calls += 1
+        if self.calls <= self.fail_until:
+            raise ZeroDivisionError("not an EdgeError: a plain bug")
+
+    def routes(self, api: ApiContext) -> list[ApiRoute]:
+        return [ApiRoute("GET", "/flaky", "read", lambda _: {"calls": self.calls})]
+
+    def metrics(self) -> dict[str, float]:
+        return {"flaky_calls": float(self.calls)}
+
+    def health_checks(self) -> dict[str, CheckFn]:
+        return {"flaky": lambda: (True, f"{self.calls} calls")}
+
+
+def test_a_subsystem_is_one_class_and_one_line_and_a_failing_job_never_stops_the_loop(
+    tmp_path: Path,
+) -> None:
+    from edge_min.api.routes import build_router
+    from edge_min.config import load_config
+    from edge_min.routing import Request
+    from edge_min.subsystems import SUBSYSTEMS
+
+    *before, monitor = SUBSYSTEMS
+    clock = VirtualClock()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "edge-config.yaml").write_text("runtime: {offline_mode: never}\n")
+    (conf / "edge-monitoring.yaml").write_text(
+        "health_checks:\n"
+        "  - {name: flaky_check, interval: 30, command: 'builtin:flaky', timeout: 5}\n"
+    )
+    config = load_config(conf)
+    rt = Runtime(
+        config,
+        Paths.resolve(config, tmp_path / "data"),
+        clock=clock,
+        subsystems=(*before, Flaky, monitor),  # the one line
+        without=("sync",),
+    ).open()
+    try:
+        rt.engine.add_workflow("name: w\nversion: '1'\nsteps: [{id: s, agent: noop}]\n")
+        flaky = rt.get(Flaky)
+        # Due at 60 s; fails three times, retried after 1, 2 and 4 s, then succeeds.
+        run_for(rt, clock, 60 + 8, step=0.5)
+        assert flaky.calls == 4
+        assert rt.job_errors == {"flaky.job": 3}
+        # The loop went on: a run submitted now still finishes.
+        run_id = rt.engine.submit("w", None)
+        run_for(rt, clock, 3, step=0.5)
+        assert rt.store.executions.get(run_id)["status"] == "succeeded"
+        router = build_router(rt)
+        assert router.dispatch(Request("GET", "/flaky")).body == {"calls": 4}
+        text = router.dispatch(Request("GET", "/metrics")).body
+        assert 'edge_min_job_errors_total{job="flaky.job"} 3' in text
+        # The monitor gathered the subsystem's built-in check: the config's check ran it.
+        (check,) = [c for c in rt.monitor.status()["checks"] if c["name"] == "flaky_check"]
+        assert check["status"] == "pass" and check["last"]["output"].endswith(" calls"), check
+        assert rt.runtime_metrics()["flaky_calls"] == 4.0
+        assert rt.runtime_metrics()["job_errors"] == 3.0
+    finally:
+        rt.close()
+
+
+def test_a_subsystem_whose_needs_come_later_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from edge_min.errors import ConfigError
+    from edge_min.subsystems import SUBSYSTEMS
+
+    config = parse_config({"runtime": {"offline_mode": "never"}}, source="test")
+    with pytest.raises(ConfigError, match=r"'flaky' needs storage, which must come before it"):
+        Runtime(
+            config, Paths.resolve(config, tmp_path / "d"), subsystems=(Flaky, *SUBSYSTEMS)
+        ).open()
