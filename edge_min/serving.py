@@ -29,6 +29,7 @@ from edge_min.hooks import Hooks, ServingAddress, TargetHooks
 
 if TYPE_CHECKING:
     from edge_min.config import EdgeConfig
+    from edge_min.platform import Platform
     from edge_min.platform.loop import LoopHost
     from edge_min.runtime import Paths
 
@@ -43,10 +44,15 @@ def serve(
     port: int | None = None,
     hooks: Sequence[TargetHooks] = (),
     loop_host: LoopHost | None = None,
+    platform: Platform | None = None,
     local_central: bool = False,
     announce: Callable[[str], object] = lambda line: print(line, flush=True),
 ) -> int:
-    """Serve until the loop host asks to stop; returns the exit code."""
+    """Serve until the loop host asks to stop; returns the exit code.
+
+    A target passes its ``platform`` (workers, resources, link probe), its ``loop_host``
+    (threads, stop signals) and its ``hooks``; the defaults are the POSIX ones.
+    """
     from edge_min.platform.locks import DataDirLock
 
     told = Hooks(hooks)
@@ -76,7 +82,9 @@ def serve(
             from edge_min.central.local import start_local_central
 
             central = start_local_central(config, paths.root)
-        runtime = Runtime(config, paths, executors=loop_host.executors(waiter.set)).open()
+        runtime = Runtime(
+            config, paths, platform=platform, executors=loop_host.executors(waiter.set)
+        ).open()
         runtime.wake = waiter.set
         server = _start_api(
             runtime, host or config.api.host, config.api.port if port is None else port
