@@ -3,7 +3,7 @@
 #
 #   scripts/system-deps.sh run     # what `make run` needs: python3 with venv
 #   scripts/system-deps.sh test    # what `make test` needs: the above, plus PostgreSQL
-#                                  # (central's tests), sshd (the deployment test), Node.js
+#                                  # (central's tests), sshd and curl (the deployment test), Node.js
 #                                  # and npm (the Pyodide tests), gcc and libzstd-dev (the
 #                                  # launcher tests)
 #   scripts/system-deps.sh --list test   # print the Debian package names and stop
@@ -65,6 +65,8 @@ if [ "$need" = test ]; then
     if ! command -v ssh >/dev/null 2>&1 || ! command -v scp >/dev/null 2>&1; then
         want openssh-client
     fi
+    # manage_edge_device.sh (the operator's script, tested against a real central) uses curl
+    if ! command -v curl >/dev/null 2>&1; then want curl; fi
     # the Pyodide tests run the pinned pyodide npm package under Node.js
     if ! command -v node >/dev/null 2>&1; then want nodejs; fi
     if ! command -v npm >/dev/null 2>&1; then want npm; fi

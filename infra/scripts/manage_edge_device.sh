@@ -40,6 +40,9 @@ provision | update | restart | decommission) ;;
     ;;
 esac
 
+command -v curl >/dev/null 2>&1 ||
+    die "curl is not installed; it carries every call to central (Debian: apt-get install curl)"
+
 CENTRAL_URL="${CENTRAL_URL:-https://central.meta-agent.example.com}"
 CENTRAL_URL="${CENTRAL_URL%/}"
 DEVICE_URL="$CENTRAL_URL/api/devices/$DEVICE_ID"
