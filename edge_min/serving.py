@@ -46,12 +46,15 @@ def serve(
     loop_host: LoopHost | None = None,
     platform: Platform | None = None,
     local_central: bool = False,
+    restore_signals: bool = True,
     announce: Callable[[str], object] = lambda line: print(line, flush=True),
 ) -> int:
     """Serve until the loop host asks to stop; returns the exit code.
 
     A target passes its ``platform`` (workers, resources, link probe), its ``loop_host``
-    (threads, stop signals) and its ``hooks``; the defaults are the POSIX ones.
+    (threads, stop signals) and its ``hooks``; the defaults are the POSIX ones. A process
+    that exits right after (``edge-min run``) passes ``restore_signals=False``, so a second
+    SIGTERM during the final cleanup is one more stop request, not a kill.
     """
     from edge_min.platform.locks import DataDirLock
 
@@ -110,6 +113,8 @@ def serve(
             told.fatal(exc)
         raise
     finally:
+        if not restore_signals:
+            loop_host.ignore_stop()  # stopping already: a second SIGTERM changes nothing
         if server is not None:
             server.stop()
             (paths.root / "runtime.json").unlink(missing_ok=True)
@@ -117,7 +122,9 @@ def serve(
             runtime.close()
         if central is not None:
             central.stop()
-        undo_signals()
+        if restore_signals:
+            undo_signals()
+        waiter.close()
         lock.release()
 
 

@@ -20,6 +20,9 @@ def cmd_run(ctx: CommandContext) -> int:
         port=args.port,
         hooks=ctx.hooks,
         local_central=args.local_central,
+        # This process ends right after: a second SIGTERM (make and systemd signal the whole
+        # group) must not kill it mid-cleanup.
+        restore_signals=False,
     )
 
 

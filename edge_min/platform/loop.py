@@ -8,6 +8,9 @@ takes any ``LoopHost``).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -29,6 +32,47 @@ class Waiter(Protocol):
         """Forget an earlier set."""
         ...
 
+    def close(self) -> None:
+        """Release what it holds."""
+        ...
+
+
+class PipeWaiter:
+    """A waiter on a self-pipe: ``set`` is one ``os.write``, safe in a signal handler.
+
+    A ``threading.Event`` is not: its ``set`` takes a lock the main thread may already hold
+    in ``clear`` or ``wait`` when the signal lands, and the handler runs on that same thread,
+    so the runtime deadlocked on a SIGTERM now and then (seen as ``make run`` not stopping).
+    Worker threads wake the loop the same way.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or ``timeout`` seconds pass; True if it was set."""
+        ready, _, _ = select.select([self._r], [], [], timeout)
+        return bool(ready)
+
+    def set(self) -> None:
+        """Wake the loop (a full pipe is already a wake-up)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._w, b"\0")
+
+    def clear(self) -> None:
+        """Drain the pipe."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._r, 4096):
+                pass
+
+    def close(self) -> None:
+        """Close both ends."""
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
 
 class LoopHost(Protocol):
     """The host side of a serving runtime's loop."""
@@ -45,15 +89,17 @@ class LoopHost(Protocol):
         """Call ``handler(signum)`` when the host asks the runtime to stop; returns an undo."""
         ...
 
+    def ignore_stop(self) -> None:
+        """From now on the process is stopping anyway: ignore further stop requests."""
+        ...
+
 
 class PosixLoopHost:
     """Threads and POSIX signals."""
 
     def waiter(self) -> Waiter:
-        """A ``threading.Event``-based waiter."""
-        from edge_min.platform.threads import ThreadWaiter
-
-        return ThreadWaiter()
+        """A self-pipe waiter (signal-safe)."""
+        return PipeWaiter()
 
     def executors(self, on_done: Callable[[], object]) -> ExecutorFactory:
         """Thread pools, one per subsystem's ask."""
@@ -75,3 +121,11 @@ class PosixLoopHost:
                 signal.signal(sig, old)
 
         return undo
+
+    def ignore_stop(self) -> None:
+        """SIG_IGN for SIGTERM and SIGINT: it outlives the interpreter's shutdown, which puts
+        Python-level handlers back to the default (a kill) while daemon threads wind down."""
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)

@@ -49,6 +49,9 @@ class ThreadWaiter:
         """Forget an earlier set."""
         self._event.clear()
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 _STOP = object()
 

@@ -170,3 +170,28 @@ def test_restore_is_refused_while_the_runtime_runs(runtime_process: Any, tmp_pat
     r = run_cli("--data-dir", str(rp.data_dir), "restore", b.stdout.strip())
     assert r.returncode == 2 and "stop it before restoring" in r.stderr
     assert rp.stop() == 0
+
+
+@pytest.mark.slow
+def test_run_stops_on_sigterm_even_when_it_comes_twice(tmp_path: Path) -> None:
+    """What make, systemd and container stops do: SIGTERM to the group, sometimes twice."""
+    import signal
+    import subprocess
+    import time
+
+    for attempt in range(6):
+        proc = subprocess.Popen(
+            [*edge_min_cmd(), "--data-dir", str(tmp_path / "d"), "run", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None and "API on" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.01 * attempt)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0, f"attempt {attempt}"
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            raise AssertionError(f"attempt {attempt}: still running 20 s after SIGTERM") from exc
