@@ -66,8 +66,9 @@ bench: $(STAMP) models ## benchmarks: ratios against raw baselines measured in t
 	$(PY) bench/run.py
 
 # The gateway binaries: make binary, binary-onnx, test-binary (build/binary.mk) and
-# binary-arm64, test-binary-arm64 (build/arm64.mk, which reuses binary.mk's source list).
-include build/binary.mk build/arm64.mk
+# binary-arm64, test-binary-arm64 (build/arm64.mk, which reuses binary.mk's source list);
+# make test-fresh, the README's two commands on a new Debian 12 root (build/fresh.mk).
+include build/binary.mk build/arm64.mk build/fresh.mk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

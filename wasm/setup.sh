@@ -38,7 +38,7 @@ check_sha256() {
     fi
 }
 
-command -v node >/dev/null 2>&1 || die "node not found on PATH; install Node.js >= 20 (Debian: apt-get install nodejs npm)"
+command -v node >/dev/null 2>&1 || die "node not found on PATH; install Node.js >= 18 (Debian 12: apt-get install nodejs npm)"
 command -v npm >/dev/null 2>&1 || die "npm not found on PATH; install npm (Debian: apt-get install npm)"
 
 # --- the pyodide npm package -------------------------------------------------------------
