@@ -3,7 +3,9 @@
 ``CentralApp`` holds what every part shares (the ``CentralStore``, the key and provisioning
 policy, the frame size) and offers it to them as ``edge_min.central.part.Central``;
 ``router()`` builds each part of ``edge_min.central.parts.CENTRAL_PARTS`` (the index of
-which part answers which route) and adds its routes in list order.
+which part answers which route) and adds its routes in list order. A route that an earlier
+one with the same method would always answer first is a ``ConfigError`` here, not a route
+that silently never answers.
 
 What the parts share:
 
@@ -22,7 +24,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from edge_min.central.store import CentralStore
-from edge_min.routing import Request, Router
+from edge_min.errors import ConfigError
+from edge_min.routing import Request, Route, Router
 
 if TYPE_CHECKING:
     from edge_min.central.model import Device
@@ -55,11 +58,17 @@ class CentralApp:
         self.parts: tuple[type[CentralPart], ...] = tuple(parts)
 
     def router(self) -> Router:
-        """A Router with every route of every part."""
+        """A Router with every route of every part; ConfigError if one could never answer."""
         router = Router()
+        owners: list[str] = []
         for kind in self.parts:
             for route in kind(self).routes():
                 router.add(route.method, route.pattern, route.handler, permission=route.permission)
+                added = router.routes[-1]
+                for earlier, owner in zip(router.routes, owners, strict=False):
+                    if earlier.method == added.method and earlier.regex.match(added.pattern):
+                        raise _unreachable(added, kind.name, earlier, owner)
+                owners.append(kind.name)
         return router
 
     # What the parts share (edge_min.central.part.Central) ------------------------------------
@@ -73,3 +82,24 @@ class CentralApp:
     def key_for(self, device: Device) -> bytes | None:
         """The payload key of ``device``: its own, else the shared key, else None."""
         return device.sync_key or self.shared_key
+
+
+def _unreachable(route: Route, part: str, earlier: Route, owner: str) -> ConfigError:
+    """The error for ``route`` of ``part``, which ``earlier`` of ``owner`` always answers first."""
+    where = f"{route.method} {route.pattern}"
+    if earlier.pattern == route.pattern:
+        if part == owner:
+            return ConfigError(f"central part {part!r} declares {where} twice")
+        return ConfigError(
+            f"central parts {owner!r} and {part!r} both declare {where}; "
+            "a route belongs to one part"
+        )
+    fix = (
+        "declare it before that one"
+        if part == owner
+        else f"list {part!r} before {owner!r} in edge_min.central.parts.CENTRAL_PARTS"
+    )
+    return ConfigError(
+        f"central part {part!r} declares {where}, but {owner!r}'s "
+        f"{earlier.method} {earlier.pattern} answers it first, so it is never reached; {fix}"
+    )

@@ -22,6 +22,12 @@ provisioning policy and the calling device's identity. Routes are ``edge_min.sub
 request with ``ApiError`` and its answer is the one JSON error shape; a part that speaks
 sync frames wraps its handlers in ``edge_min.central.sync_api.framed``.
 
+Two routes with the same method where the earlier one answers every path of the later one
+(the same pattern twice, or ``POST /api/devices/{device_id}/{action}`` before a
+``POST /api/devices/{device_id}/enroll``) are a ``ConfigError`` when the router is built:
+the later one could never be reached. A part whose literal route sits under another part's
+``{parameter}`` comes before it in ``CENTRAL_PARTS``.
+
 The helpers below read query parameters and JSON bodies the same way on every route.
 """
 

@@ -7,6 +7,8 @@ where its routes are drawn::
     Devices    edge_min.central.devices     GET, DELETE /api/devices/{id},
                                             POST /api/devices/{id}/provision | update | restart
     Telemetry  edge_min.central.telemetry   POST, GET /api/alerts and /api/metrics, GET /health
+
+A part whose route is a literal under another's ``{parameter}`` comes before that part.
 """
 
 from __future__ import annotations
