@@ -17,7 +17,8 @@ No target scrapes /proc or probes its own API to learn what the runtime already 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -103,3 +104,14 @@ class Hooks:
     def fatal(self, error: BaseException) -> None:
         """Tell every hook the runtime cannot go on."""
         self._each("fatal", error)
+
+    @contextmanager
+    def fatal_on_error(self) -> Iterator[None]:
+        """Around a serving loop: an error escaping it is told as ``fatal``, then raised."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self.fatal(exc)
+            raise

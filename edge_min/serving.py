@@ -79,39 +79,36 @@ def serve(
     undo_signals = loop_host.on_stop(on_stop)
     runtime = server = central = None
     try:
-        from edge_min.runtime import Runtime
+        with told.fatal_on_error():
+            from edge_min.runtime import Runtime
 
-        if local_central:
-            from edge_min.central.local import start_local_central
+            if local_central:
+                from edge_min.central.local import start_local_central
 
-            central = start_local_central(config, paths.root)
-        runtime = Runtime(
-            config, paths, platform=platform, executors=loop_host.executors(waiter.set)
-        ).open()
-        runtime.wake = waiter.set
-        server = _start_api(
-            runtime, host or config.api.host, config.api.port if port is None else port
-        )
-        bound_host, bound_port = server.address
-        address = ServingAddress(bound_host, bound_port, tls=server.scheme == "https")
-        # Where this runtime answers, for CLI commands on the same data directory.
-        (paths.root / "runtime.json").write_text(
-            json.dumps({"pid": os.getpid(), "url": address.url})
-        )
-        announce(f"edge-min {__version__}: data in {paths.root}, API on {address.url}")
-        told.serving(address)
-        while not stopping:
-            delay = runtime.tick()
-            told.alive()
-            waiter.wait(delay)
-            waiter.clear()
-        log.info("stopping on signal %s", stopping[0])
-        told.stopping()
-        return 0
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            told.fatal(exc)
-        raise
+                central = start_local_central(config, paths.root)
+            runtime = Runtime(
+                config, paths, platform=platform, executors=loop_host.executors(waiter.set)
+            ).open()
+            runtime.wake = waiter.set
+            server = _start_api(
+                runtime, host or config.api.host, config.api.port if port is None else port
+            )
+            bound_host, bound_port = server.address
+            address = ServingAddress(bound_host, bound_port, tls=server.scheme == "https")
+            # Where this runtime answers, for CLI commands on the same data directory.
+            (paths.root / "runtime.json").write_text(
+                json.dumps({"pid": os.getpid(), "url": address.url})
+            )
+            announce(f"edge-min {__version__}: data in {paths.root}, API on {address.url}")
+            told.serving(address)
+            while not stopping:
+                delay = runtime.tick()
+                told.alive()
+                waiter.wait(delay)
+                waiter.clear()
+            log.info("stopping on signal %s", stopping[0])
+            told.stopping()
+            return 0
     finally:
         if not restore_signals:
             loop_host.ignore_stop()  # stopping already: a second SIGTERM changes nothing

@@ -164,29 +164,26 @@ def serve(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     server: CentralServer | None = None
     try:
-        server = CentralServer(
-            store,
-            host,
-            port,
-            workers=workers,
-            require_provisioned=require_provisioned,
-            shared_key=key,
-            ssl_context=ssl_context,
-        ).start()
-        print(f"edge-min central: {store.kind} store, serving on {server.url}", flush=True)
-        if on_ready is not None:
-            on_ready(server)
-        bound_host, bound_port = server.address
-        told.serving(ServingAddress(bound_host, bound_port, tls=ssl_context is not None))
-        while not stop.wait(1.0):
-            told.alive()
-        log.info("central stopping on signal %s", stopped_by[0] if stopped_by else "?")
-        told.stopping()
-        return 0
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            told.fatal(exc)
-        raise
+        with told.fatal_on_error():
+            server = CentralServer(
+                store,
+                host,
+                port,
+                workers=workers,
+                require_provisioned=require_provisioned,
+                shared_key=key,
+                ssl_context=ssl_context,
+            ).start()
+            print(f"edge-min central: {store.kind} store, serving on {server.url}", flush=True)
+            if on_ready is not None:
+                on_ready(server)
+            bound_host, bound_port = server.address
+            told.serving(ServingAddress(bound_host, bound_port, tls=ssl_context is not None))
+            while not stop.wait(1.0):
+                told.alive()
+            log.info("central stopping on signal %s", stopped_by[0] if stopped_by else "?")
+            told.stopping()
+            return 0
     finally:
         if server is not None:
             server.stop()
