@@ -2,7 +2,9 @@
 
 ``open_central_store(url)`` opens the store (SQLite by default, PostgreSQL for fleets);
 ``CentralServer`` serves it in-process; ``serve(db_url, host, port)`` runs it until SIGTERM
-(``edge-min central serve``). Importing this package loads nothing else.
+(``edge-min central serve``). Its HTTP routes come from the parts listed in
+``edge_min.central.parts`` (the contract: ``edge_min.central.part``). Importing this package
+loads nothing else.
 """
 
 from __future__ import annotations
