@@ -63,14 +63,11 @@ def cmd_status(ctx: CommandContext) -> int:
     config, paths = ctx.context()
     if not paths.db.exists():
         raise UsageError(f"no database at {paths.db}; start the runtime with `edge-min run`")
-    store = open_store(str(paths.db), synchronous=config.storage.synchronous)
-    try:
+    with open_store(str(paths.db), synchronous=config.storage.synchronous) as store:
         files = FileStore(paths.root, config.runtime.max_storage_usage, db_size=store.size_bytes)
         with ctx.holding() as here:
             running = not here
         print_json(status_of(store, paths, files, extra={"runtime_running": running}))
-    finally:
-        store.close()
     return 0
 
 

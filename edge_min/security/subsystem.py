@@ -94,13 +94,10 @@ def token_revoke(ctx: CommandContext) -> int:
     config, paths = ctx.context()
     key = load_key(key_path(paths.root), create=False)
     paths.root.mkdir(parents=True, exist_ok=True)
-    store = open_store(str(paths.db), synchronous=config.storage.synchronous)
-    try:
+    with open_store(str(paths.db), synchronous=config.storage.synchronous) as store:
         jti, exp = revoke_token_or_id(
             ctx.args.token, key=key, revocations=RevocationList(store.meta)
         )
-    finally:
-        store.close()
     until = f"; it would have expired at {iso(exp)}" if exp is not None else ""
     print(f"revoked {jti}{until}")
     return 0

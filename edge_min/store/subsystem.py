@@ -130,11 +130,8 @@ def run_backup(ctx: CommandContext) -> int:
     config, paths = ctx.context()
     if not paths.db.exists():
         raise UsageError(f"no database at {paths.db}; nothing to back up")
-    store = open_store(str(paths.db), synchronous=config.storage.synchronous)
-    try:
+    with open_store(str(paths.db), synchronous=config.storage.synchronous) as store:
         print(create_backup(store, paths.root, time.time(), keep=config.storage.backup_keep))
-    finally:
-        store.close()
     return 0
 
 
