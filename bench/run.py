@@ -19,6 +19,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_api
+import bench_encryption
 import bench_engine
 import bench_monitor
 import bench_onnx
@@ -26,6 +27,7 @@ import bench_protocol
 import bench_scheduler
 import bench_store
 import bench_sync
+import bench_update
 from common import Row, machine, micros, preserved_sections, row, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,11 @@ card), with the garbage collector paused while the clock runs.
   batching the commits of concurrent runs saves. The engine's reads (admitting queued runs)
   are not replayed: they are part of its cost. The more runs share a commit, the less the
   fsync hides the engine's per-row Python cost, so this ratio falls as concurrency rises.
+- **encryption at rest**: `bench/bench_encryption.py` (`make bench-encryption`): the engine
+  workload above on SQLite FULL with the payload columns sealed (AES-256-GCM through the key
+  ring, `secure_delete` on) against the same store without the cipher, in alternating rounds
+  of the same run; the same on `MemoryStore`, where no fsync hides the cipher's CPU; and
+  the cost of sealing and opening one value.
 - **engine, memory**: the same workload on `MemoryStore`; the baseline applies the same row
   writes to plain dicts and `json.dumps` the JSON columns.
 - **store**: `store.executions.add(row)` + `.set(id, ...)` against the SQL the SQLite backend
@@ -104,6 +111,7 @@ def scheduler_rows() -> list[Row]:
 
 AREAS: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
     ("engine", bench_engine.run),
+    ("encryption", bench_encryption.run),
     ("store", bench_store.run),
     ("scheduler", scheduler_rows),
     ("protocol", bench_protocol.run),
@@ -111,6 +119,7 @@ AREAS: tuple[tuple[str, Callable[[], list[Row]]], ...] = (
     ("onnx", bench_onnx.run),
     ("sync", bench_sync.run),
     ("api", bench_api.run),
+    ("update", bench_update.run),
 )
 
 

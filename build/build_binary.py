@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "build"))
 
 import onefile  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+import signing  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 
 from targets.gateway.modules import AGENT_STDLIB, EXCLUDED, THIRD_PARTY  # noqa: E402
 
@@ -137,6 +138,28 @@ def nuitka_options(variant: str, name: str) -> list[str]:
     return opts
 
 
+def write_program_manifest(binary: Path) -> Path:
+    """Sign ``<binary>.manifest.json`` (boot_integrity) with $EDGE_MIN_BUILD_KEY's key.
+
+    Without that variable the development key under .cache/ is used (made on first use); a
+    release build points it at the real build key and provisions its public half on devices
+    as /etc/edge-min/build-keys.pub (docs/security.md).
+    """
+    from edge_min import __version__
+    from edge_min.clock import iso
+    from edge_min.security.manifest import Program, load_build_key, write_manifest
+
+    key = Path(os.environ.get("EDGE_MIN_BUILD_KEY") or ROOT / ".cache" / "build-key.ed25519")
+    path = write_manifest(
+        Program("binary", binary),
+        load_build_key(key),
+        version=__version__,
+        created_at=iso(time.time()),
+    )
+    print(f"{path.relative_to(ROOT)}: signed with {key}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the binary of ``--variant`` into ``dist/``; print its size and build time."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,9 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         "--no-pack",
         action="store_true",
         help="build the folder and the launcher, write pack.json, leave the packing to "
-        "`python build/onefile.py pack.json` (the aarch64 build packs on the host)",
+        "`python build/build_binary.py --pack pack.json` (the aarch64 build packs on the host)",
+    )
+    parser.add_argument(
+        "--pack",
+        metavar="PACK_JSON",
+        type=Path,
+        help="pack a folder built with --no-pack (pack.json) and sign its program manifest",
     )
     args = parser.parse_args(argv)
+    if args.pack:
+        job = onefile.PackJob.load(args.pack)
+        job.run()
+        write_program_manifest(job.out)
+        return 0
     arch = ARCH.get(platform.machine().lower(), platform.machine().lower())
     name = f"edge-min-linux-{arch}" + ("" if args.variant == "base" else f"-{args.variant}")
     opts = nuitka_options(args.variant, name)
@@ -169,17 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.devnull) as devnull:
         subprocess.run(cmd, cwd=ROOT, env=env, stdin=devnull, check=True)
     folder = OUT / args.variant / "main.dist"
-    launcher = onefile.compile_launcher(OUT / args.variant / "launcher")
+    # The key the launcher accepts (build/signing.py: EDGE_MIN_SIGNING_KEY, or the
+    # development key); the pack below signs with the same one.
+    key = signing.resolve()
+    launcher = onefile.compile_launcher(OUT / args.variant / "launcher", key)
     DIST.mkdir(exist_ok=True)
     target = DIST / name
-    job = onefile.PackJob(launcher, folder, name, f"{version()}-{tag}", target)
+    job = onefile.PackJob(launcher, folder, name, f"{version()}-{tag}", target, key.key_id)
     if args.no_pack:
         job.save(OUT / args.variant / "pack.json")
         print(
-            f"built {folder}; pack it with: python build/onefile.py {OUT / args.variant}/pack.json"
+            f"built {folder}; pack it with: "
+            f"python build/build_binary.py --pack {OUT / args.variant}/pack.json"
         )
         return 0
-    job.run()
+    job.run(key)
+    write_program_manifest(target)
     size = target.stat().st_size
     print(f"{target.relative_to(ROOT)}: {size / 1e6:.1f} MB in {time.monotonic() - started:.0f}s")
     return 0

@@ -13,7 +13,21 @@
     │   ├── IntegrityCheckFailed    integrity_check_failed  PRAGMA integrity_check found damage
     │   ├── QuotaExceeded           quota_exceeded          a write would pass max_storage_usage
     │   │                                                   or an agent's max_storage
-    │   └── NotFound                not_found               no row or file with that id or name
+    │   ├── NotPersisted            not_persisted           committed changes could not be copied
+    │   │                                                   to the host's durable storage (a
+    │   │                                                   browser's IndexedDB): not reported done
+    │   ├── NotFound                not_found               no row or file with that id or name
+    │   └── EncryptionError         encryption_error        at-rest encryption cannot go on
+    │       │                                               (key ring, master key, no AES here)
+    │       ├── ValueRejected       value_rejected          a stored value fails authentication
+    │       │                                               (flipped, truncated or moved; names
+    │       │                                               table, column and row id)
+    │       ├── KeysDropped         keys_dropped            the data keys were erased from memory
+    │       │                                               (the device locked down)
+    │       ├── MasterKeyMismatch   master_key_mismatch     the key ring is wrapped under another
+    │       │                                               master key (a backup of another device)
+    │       └── EncryptedRowsExist  encrypted_rows_exist    encryption is switched off while rows
+    │                                                       are still encrypted
     ├── WorkflowError               workflow_error          a workflow could not be defined or run
     │   └── WorkflowValidationError workflow_invalid        a workflow definition is invalid
     │                                                       (names the step and the field)
@@ -28,16 +42,50 @@
     │                                                       malformed (in edge_min.sync.hlc)
     ├── CertificateError            certificate_error       development certificates could not
     │                                                       be made (in edge_min.security.certs)
+    ├── PkixError                   pkix_error              a certificate, CSR or key is malformed
+    │                                                       or of an unhandled kind
+    │                                                       (in edge_min.security.pkix)
     ├── BadBatch                    bad_batch               a push batch, alert or metric is
     │                                                       malformed (in edge_min.central.model)
     ├── BatchIdReused               batch_id_reused         a batch id came again for another
     │                                                       node or entity
     │                                                       (in edge_min.central.model)
     ├── ProvisioningError           bad_provisioning        a device's provisioning or action is
-    │                                                       wrong (in edge_min.central.model)
+    │   │                                                   wrong (in edge_min.central.model)
+    │   └── BadCsr                  bad_csr                 a device's certificate signing request
+    │                                                       cannot be signed
+    │                                                       (in edge_min.central.ca)
+    ├── EnrollmentRefused           enroll_refused          a claim token is unknown, used,
+    │                                                       expired or for another device
+    │                                                       (in edge_min.central.enrollment_store)
+    ├── EnrollmentError             enrollment_error        the device could not enroll with
+    │                                                       central (in edge_min.lifecycle.enroll)
+    ├── FragmentRefused             config_fragment_refused central's config fragment does not
+    │                                                       load merged into edge-config.yaml
+    │                                                       (in edge_min.lifecycle.config_fragment)
+    ├── FactoryRefused              factory_certificate_refused  a factory certificate does not
+    │                                                       prove the device's identity
+    │                                                       (in edge_min.central.ca)
+    ├── RolloutRefused              bad_rollout             a rollout names a bundle or devices
+    │                                                       that are not there
+    │                                                       (in edge_min.central.rollout_store)
+    ├── RolloutConflict             rollout_conflict        a rollout cannot pause, resume or
+    │                                                       cancel in its status
+    │                                                       (in edge_min.central.rollout_store)
     ├── UsageError                  usage_error             a command line cannot be carried out
     │                                                       as written
+    ├── LocalApiError               local_api_error         the CLI could not call its own running
+    │                                                       runtime's API, or it refused
+    │                                                       (in edge_min.security.local)
+    ├── AttestationError            attestation_error       (the tree: edge_min.security.quote)
+    ├── BootChainUnverified         boot_chain_unverified   security.secure_boot is true, but
+    │                                                       nothing verified how this started
+    ├── LockedDown                  locked_down             the device is locked down after
+    │                                                       tampering (in edge_min.gate)
+    ├── TamperError                 tamper_error            (the tree: edge_min.security.manifest)
     ├── SyncError                   sync_error              (the tree: edge_min.sync.errors)
+    ├── UpdateError                 update_error            (the tree: edge_min.update.errors)
+    ├── SlotError                   update_slot_error       (the tree: edge_min.update.slots)
     ├── TokenError                  token_error             (the tree: edge_min.security.tokens)
     └── ApiError                    api_error               (the tree: edge_min.routing)
 
@@ -146,6 +194,16 @@ class IntegrityCheckFailed(StorageError):
     code = "integrity_check_failed"
 
 
+class NotPersisted(StorageError):
+    """Committed changes could not be copied to durable storage, so nothing is reported done.
+
+    Raised by a host whose database lives in memory and is copied out after each commit (a
+    browser tab's IndexedDB): the runtime goes on, and says so, instead of running on memory.
+    """
+
+    code = "not_persisted"
+
+
 class QuotaExceeded(StorageError):
     """A write would pass a storage quota; nothing was written."""
 
@@ -162,6 +220,42 @@ class NotFound(StorageError):
     """No row or file with that id or name."""
 
     code = "not_found"
+
+
+class EncryptionError(StorageError):
+    """At-rest encryption cannot go on: the key ring, the master key, or no AES on this host."""
+
+    code = "encryption_error"
+
+
+class ValueRejected(EncryptionError):
+    """A stored value failed authentication; names its table, column and row id."""
+
+    code = "value_rejected"
+
+    def __init__(self, message: str, *, table: str, column: str, row_id: str) -> None:
+        super().__init__(message, table=table, column=column, row_id=row_id)
+        self.table = table
+        self.column = column
+        self.row_id = row_id
+
+
+class KeysDropped(EncryptionError):
+    """The data keys were erased from memory (lockdown): encrypted columns cannot be used."""
+
+    code = "keys_dropped"
+
+
+class MasterKeyMismatch(EncryptionError):
+    """The database's key ring is wrapped under a master key this device does not hold."""
+
+    code = "master_key_mismatch"
+
+
+class EncryptedRowsExist(EncryptionError):
+    """Encryption is switched off but rows are still encrypted (run ``keys decrypt-all``)."""
+
+    code = "encrypted_rows_exist"
 
 
 class WorkflowError(EdgeError):
@@ -220,3 +314,10 @@ class UsageError(EdgeError):
     """A command line that cannot be carried out as written."""
 
     code = "usage_error"
+
+
+class BootChainUnverified(EdgeError):
+    """``security.secure_boot`` is true, but neither a signed launcher nor UEFI Secure Boot
+    verified how the runtime started; the message names what is missing and the fix."""
+
+    code = "boot_chain_unverified"

@@ -45,6 +45,9 @@ _STATUS_BY_CODE = {
     "quota_exceeded": 507,
     "missing_dependency": 501,
     "runtime_busy": 409,
+    "locked_down": 423,
+    "value_rejected": 500,  # a stored value failed authentication at rest: named, not served
+    "keys_dropped": 423,  # locked down: encrypted columns are unavailable until an unlock
 }
 
 
@@ -70,7 +73,9 @@ class Request:
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
     principal: str | None = None  # "cert:<CN>" of a verified client certificate
+    cert_serial: str | None = None  # that certificate's serial (lower-case hex), or None
     client: str | None = None  # the peer's IP address
+    caller: str | None = None  # who the authorizer found (role and token or certificate)
 
     def json(self) -> Any:
         """The body as JSON; an empty body is ``None``; a bad body is a 400 naming the problem."""
@@ -135,12 +140,28 @@ class Route:
         self.regex = re.compile(f"^{rx}$")
 
 
+class CrossOrigin(Protocol):
+    """What a router asks about requests from web pages (``edge_min.api.cors.CorsPolicy``)."""
+
+    def check(self, request: Request, methods: list[str]) -> Response | None:
+        """A preflight's answer or a refusal, before any route runs; None to go on."""
+        ...
+
+    def decorate(self, request: Request, response: Response) -> Response:
+        """``response`` with the headers that let an allowed page read it."""
+        ...
+
+
 class Router:
     """Matches requests to routes, checks permissions, and turns every failure into JSON."""
 
-    def __init__(self, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self, authorizer: Authorizer | None = None, cors: CrossOrigin | None = None
+    ) -> None:
         self.routes: list[Route] = []
         self.authorizer: Authorizer = authorizer or AllowAll()
+        #: Requests from web pages of other origins (central serves the browser target).
+        self.cors = cors
         self.close_hooks: list[Callable[[], None]] = []
 
     def add(self, method: str, pattern: str, handler: Handler, *, permission: str | None) -> None:
@@ -156,7 +177,15 @@ class Router:
 
     def dispatch(self, request: Request) -> Response:
         """Answer one request; never raises."""
+        response = self._answer(request)
+        return response if self.cors is None else self.cors.decorate(request, response)
+
+    def _answer(self, request: Request) -> Response:
         try:
+            if self.cors is not None:
+                early = self.cors.check(request, self._methods(request.path))
+                if early is not None:
+                    return early
             return self._dispatch(request)
         except ApiError as exc:
             resp = error_response(exc.status, exc.code, exc.message)
@@ -166,6 +195,10 @@ class Router:
             return error_response(_STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
         except Exception as exc:  # a bug must not take the runtime down with it
             return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _methods(self, path: str) -> list[str]:
+        """The methods some route answers on ``path``."""
+        return sorted({r.method for r in self.routes if r.regex.match(path)})
 
     def _dispatch(self, request: Request) -> Response:
         allowed: list[str] = []

@@ -10,6 +10,7 @@ the loop goes on. Where things live under the storage root (the data directory):
 
     <root>/meta-agent-edge.db    the database (unless storage.path says otherwise)
     <root>/backups/              online backups, rotated (storage.backup_keep)
+    <root>/keys/storage.key      the master key of encryption at rest (0600; never in backups)
     <root>/models|data|tmp|logs  file storage, all under runtime.max_storage_usage
     <root>/tmp/agents/<name>/    each agent's private work directory
 """
@@ -27,6 +28,7 @@ from edge_min import __version__
 from edge_min.clock import Clock, SystemClock
 from edge_min.config import EdgeConfig
 from edge_min.errors import ConfigError
+from edge_min.gate import Gate
 from edge_min.platform.executor import Executor, ExecutorFactory, inline_executors
 from edge_min.subsystem import CheckFn, Job, Subsystem
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from edge_min.platform import Platform
     from edge_min.scheduler import Scheduler
     from edge_min.scheduler.state import ScheduleState
+    from edge_min.security.keyring import KeyRing
     from edge_min.store import Store
     from edge_min.store.files import FileStore
     from edge_min.store.repos import ScheduleStateRepo
@@ -155,6 +158,18 @@ class Core(Subsystem):
         return {"job_errors": float(sum(runtime.job_errors.values()))}
 
 
+def _leaving_out(kinds: Sequence[type[Subsystem]], without: Sequence[str]) -> list[type[Subsystem]]:
+    """``kinds`` without the named subsystems and, transitively, those that need them."""
+    gone = set(without)
+    kept: list[type[Subsystem]] = []
+    for kind in kinds:  # opening order: a subsystem's needs come before it
+        if kind.name in gone or gone.intersection(kind.needs):
+            gone.add(kind.name)
+        else:
+            kept.append(kind)
+    return kept
+
+
 class Runtime:
     """One device's runtime: its subsystems opened, ticked and closed together."""
 
@@ -185,10 +200,7 @@ class Runtime:
             from edge_min.subsystems import SUBSYSTEMS
 
             subsystems = SUBSYSTEMS
-        self._kinds: list[type[Subsystem]] = [
-            Core,
-            *(k for k in subsystems if k.name not in without),
-        ]
+        self._kinds: list[type[Subsystem]] = [Core, *_leaving_out(subsystems, without)]
         self._open: dict[type[Subsystem], Subsystem] = {}
         self._started: list[Executor] = []
         self.scheduler: Scheduler = Scheduler(
@@ -199,11 +211,17 @@ class Runtime:
         # that touches the engine. deque append/popleft are atomic, so no lock is needed.
         self._calls: deque[tuple[Callable[[], Any], Outcome]] = deque()
         self.wake: Callable[[], object] = lambda: None
+        #: Closed while the device is locked down (edge_min.gate); the tamper subsystem's.
+        self.gate = Gate()
         #: Failed runs of each timed job since start, and the consecutive failures now.
         self.job_errors: dict[str, int] = {}
         self._failing: dict[str, int] = {}
         # Whether central answered the last link probe; offline_mode decides what it means.
         self._online = config.runtime.offline_mode != "always"
+        from edge_min.security.atrest import key_ring
+
+        #: The data keys every connection of this runtime shares (None: encryption off).
+        self.storage_keys: KeyRing | None = key_ring(config, paths, self.clock)
 
     # -- the host the subsystems see -------------------------------------------------------
 
@@ -250,13 +268,15 @@ class Runtime:
         return iter(list(self._open.values()))
 
     def open_store(self) -> Store:
-        """A new connection to the device database (migrated; sync change tracking on)."""
-        from edge_min.store import open_store
+        """A new connection to the device database (migrated; sync change tracking on;
+        payload columns sealed by the runtime's one key ring when encryption is on)."""
+        from edge_min.security.atrest import open_device_store
         from edge_min.sync.tracker import ChangeTracker
 
-        return open_store(
-            str(self.paths.db),
-            synchronous=self.config.storage.synchronous,
+        return open_device_store(
+            self.config,
+            self.paths,
+            ring=self.storage_keys,
             clock=self.clock,
             changes=ChangeTracker,
         )
@@ -384,8 +404,15 @@ class Runtime:
         return wait
 
     def _job_failed(self, name: str, exc: Exception) -> None:
-        """The one error policy: a traceback in the log, a count, a retry with backoff."""
+        """The one error policy: a traceback in the log, a count, a retry with backoff.
+
+        While the gate is closed (a lockdown dropped the data keys) a job that needs sealed
+        columns cannot run: that is the lockdown working, logged once at debug, not an error.
+        """
         base = name.removesuffix(".retry")
+        if self.gate.closed is not None and getattr(exc, "code", None) == "keys_dropped":
+            log.debug("job %s paused while locked down: %s", base, exc)
+            return
         self.job_errors[base] = self.job_errors.get(base, 0) + 1
         streak = self._failing[base] = self._failing.get(base, 0) + 1
         log.error("job %s failed (%d in a row): %s", base, streak, exc, exc_info=exc)

@@ -41,6 +41,13 @@ What a subsystem may contribute, each optional (the base class contributes nothi
 - ``uplink()``: a way to POST JSON to central (the sync subsystem offers one; the monitor
   uses it for metrics and alerts).
 
+Small protocols let a part reach others without naming them: a subsystem holding data
+keys in memory is a ``KeyHolder`` (``drop_keys()``: a lockdown calls it on each, once every
+``Drainer`` says nothing in flight still needs them; ``restore_keys()`` after an unlock), one
+that measures what it guards is a ``Remeasurer`` (``remeasure(what, by)``: a command making
+a legitimate change, ``agent add``, calls ``remeasured(host, ...)`` so it is not reported as
+tampering).
+
 The host (``edge_min.runtime.Runtime``) gives each subsystem its config, paths, clock,
 platform, scheduler and the other subsystems (``host.get(Kind)``), and opens them in the
 order of ``needs``.
@@ -52,11 +59,12 @@ import argparse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from edge_min.clock import Clock
     from edge_min.config import EdgeConfig
+    from edge_min.gate import Gate
     from edge_min.hooks import TargetHooks
     from edge_min.platform import Platform
     from edge_min.platform.executor import Executor
@@ -72,10 +80,14 @@ __all__ = [
     "CheckFn",
     "Command",
     "CommandContext",
+    "Drainer",
     "Host",
     "Job",
+    "KeyHolder",
+    "Remeasurer",
     "Subsystem",
     "Uplink",
+    "remeasured",
 ]
 
 #: A built-in health check: returns (healthy, output) or raises; see edge_min.monitor.health.
@@ -96,12 +108,17 @@ class Job:
 
 @dataclass(frozen=True)
 class ApiRoute:
-    """One route of the local API: method, path pattern, the permission it needs, handler."""
+    """One route of the local API: method, path pattern, the permission it needs, handler.
+
+    A route needing more than ``read`` is refused with 423 ``locked_down`` while the host's
+    gate is closed, unless ``while_locked`` (``POST /security/unlock``).
+    """
 
     method: str
     pattern: str
     permission: str
     handler: Handler
+    while_locked: bool = False
 
 
 class ApiContext(Protocol):
@@ -127,9 +144,17 @@ class CommandContext(Protocol):
         """The config (``--config``, ``$EDGE_MIN_CONFIG``, the data dir's) and the paths."""
         ...
 
-    def opened(self, *, threads: bool = False) -> AbstractContextManager[Runtime]:
+    def reload_config(self) -> None:
+        """Read the config files again on the next ``context()`` (a command changed them)."""
+        ...
+
+    def opened(
+        self, *, threads: bool = False, syncing: bool = False
+    ) -> AbstractContextManager[Runtime]:
         """The data directory's runtime, opened for this command and closed after it
-        (agent calls on worker threads with ``threads``)."""
+        (agent calls on worker threads with ``threads``). Without ``syncing`` it opens
+        without the sync subsystem (and what needs it): a local command needs no link to
+        central, so no TLS files either."""
         ...
 
     def running_url(self) -> str | None:
@@ -158,6 +183,9 @@ class Command:
     example: str
     run: CommandFn
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    #: A service (``run``, ``central serve``, ``update supervise``): logs at INFO. Every
+    #: other command logs warnings only (``-v``: everything), so its output is its own.
+    serves: bool = False
 
 
 S = TypeVar("S", bound="Subsystem")
@@ -175,6 +203,8 @@ class Host(Protocol):
     wake: Callable[[], object]
     #: How the sync subsystem reaches central; None: HTTP(S) to sync.central_url.
     transport: TransportFactory | None
+    #: Closed while the device is locked down: no writes, no runs, no sync but the report.
+    gate: Gate
 
     @property
     def platform(self) -> Platform:
@@ -206,6 +236,44 @@ class Host(Protocol):
         """Where a subsystem runs blocking work: ``workers`` threads (inline without threads);
         a finished call wakes the loop."""
         ...
+
+
+@runtime_checkable
+class KeyHolder(Protocol):
+    """A subsystem holding data keys in memory, which a lockdown makes it forget."""
+
+    def drop_keys(self) -> None:
+        """Forget every data key held in memory (they are read again after an unlock)."""
+        ...
+
+    def restore_keys(self) -> None:
+        """Read the keys again (an admin lifted the lockdown)."""
+        ...
+
+
+@runtime_checkable
+class Drainer(Protocol):
+    """A subsystem with work in flight that must record its end with the data keys."""
+
+    def drained(self) -> bool:
+        """Whether nothing in flight still needs the data keys (a lockdown waits for it)."""
+        ...
+
+
+@runtime_checkable
+class Remeasurer(Protocol):
+    """A subsystem that measures what it guards, told when a change was made on purpose."""
+
+    def remeasure(self, what: str, by: str) -> None:
+        """Take new baselines after ``what`` changed legitimately; ``by`` is who did it."""
+        ...
+
+
+def remeasured(host: Host, what: str, by: str) -> None:
+    """Tell every ``Remeasurer`` of ``host`` that ``what`` was changed on purpose by ``by``."""
+    for sub in host.subsystems():
+        if isinstance(sub, Remeasurer):
+            sub.remeasure(what, by)
 
 
 class Subsystem:

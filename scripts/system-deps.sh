@@ -5,7 +5,9 @@
 #   scripts/system-deps.sh test    # what `make test` needs: the above, plus PostgreSQL
 #                                  # (central's tests), sshd and curl (the deployment test), Node.js
 #                                  # and npm (the Pyodide tests), gcc and libzstd-dev (the
-#                                  # launcher tests)
+#                                  # launcher tests), Chromium (the fleet page's browser test)
+#   scripts/system-deps.sh bench   # what `make bench` adds: Python's headers (bsdiff4 and
+#                                  # detools, compared in make bench-update, build C code)
 #   scripts/system-deps.sh --list test   # print the Debian package names and stop
 #
 # Each need is checked by what it provides (a command, a header, a working `python3 -m venv`),
@@ -25,8 +27,8 @@ if [ "${1:-}" = "--list" ]; then
 fi
 need="${1:-test}"
 case "$need" in
-    run | test) ;;
-    *) say "unknown set '$need'; use run or test"; exit 2 ;;
+    run | test | bench) ;;
+    *) say "unknown set '$need'; use run, test or bench"; exit 2 ;;
 esac
 
 PY="${PYTHON:-python3}"
@@ -55,7 +57,7 @@ have_any() {
     return 1
 }
 
-if [ "$need" = test ]; then
+if [ "$need" = test ] || [ "$need" = bench ]; then
     # central's PostgreSQL tests start a throwaway cluster (scripts/postgres.sh)
     if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then want postgresql; fi
     # the deployment test runs a real sshd on 127.0.0.1 and talks to it with ssh and scp
@@ -73,6 +75,14 @@ if [ "$need" = test ]; then
     # the launcher tests compile targets/gateway/launcher.c against libzstd.a
     if ! command -v gcc >/dev/null 2>&1; then want gcc libc6-dev; fi
     if [ ! -f /usr/include/zstd.h ]; then want libzstd-dev; fi
+    # the fleet page's test drives Debian's Chromium through Playwright (whose own browser
+    # download is not reachable from every machine): tests/integration/test_fleet_page.py
+    if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then want chromium; fi
+fi
+
+if [ "$need" = bench ]; then
+    include=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+    if [ ! -f "$include/Python.h" ]; then want python3-dev; fi
 fi
 
 if [ "$list_only" = 1 ]; then

@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_CONFIGS = ROOT / "tests" / "fixtures" / "spec_configs"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Sign the source tree's program manifest (boot_integrity) as `make` does: it is edited."""
+    if os.environ.get("EDGE_MIN_BIN"):
+        return  # the binary's manifest is written by its build
+    from edge_min import __version__
+    from edge_min.clock import iso
+    from edge_min.security.manifest import load_build_key, this_program, write_manifest
+
+    seed = load_build_key(ROOT / ".cache" / "build-key.ed25519")
+    write_manifest(this_program(), seed, version=__version__, created_at=iso(time.time()))
+
+
 def edge_min_cmd() -> list[str]:
     """How to run edge-min: the built binary when $EDGE_MIN_BIN names one, else the source tree."""
     binary = os.environ.get("EDGE_MIN_BIN")

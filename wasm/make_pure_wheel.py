@@ -46,30 +46,42 @@ def read_yaml_sources(sdist: Path) -> dict[str, bytes]:
     return sources
 
 
-def build_wheel(sdist: Path, out_dir: Path) -> Path:
-    """Write PyYAML-<version>-py3-none-any.whl into out_dir and return its path."""
-    match = _SDIST_NAME.match(sdist.name)
-    if match is None:
-        raise SystemExit(f"{sdist.name}: expected a file named pyyaml-<version>.tar.gz")
-    version = match.group("version")
-    dist_info = f"pyyaml-{version}.dist-info"
-    files = dict(sorted(read_yaml_sources(sdist).items()))
+def write_wheel(
+    out_dir: Path,
+    dist: str,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    summary: str,
+    license_name: str,
+    top_level: list[str],
+) -> Path:
+    """Write ``<dist>-<version>-py3-none-any.whl`` holding ``files`` (archive name -> bytes).
+
+    ``dist`` is the project's name as METADATA gives it; file names use its normal form.
+
+    Adds the dist-info (METADATA, WHEEL, top_level.txt, RECORD); byte-identical for the same
+    input. The wheel is written under a temporary name and renamed, so an interrupted run
+    never leaves half a wheel behind.
+    """
+    stem = re.sub(r"[-_.]+", "_", dist).lower()
+    dist_info = f"{stem}-{version}.dist-info"
+    files = dict(sorted(files.items()))
     files[f"{dist_info}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: PyYAML\nVersion: {version}\n"
-        "Summary: YAML parser and emitter for Python (pure-Python build, no libyaml)\n"
-        "License: MIT\n"
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+        f"Summary: {summary}\nLicense: {license_name}\n"
     ).encode()
     files[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: edge_min wasm/make_pure_wheel.py\n"
         b"Root-Is-Purelib: true\nTag: py3-none-any\n"
     )
-    files[f"{dist_info}/top_level.txt"] = b"yaml\n"
+    files[f"{dist_info}/top_level.txt"] = "".join(f"{name}\n" for name in top_level).encode()
     record_lines = [f"{name},{_record_hash(data)},{len(data)}" for name, data in files.items()]
     record_lines.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    wheel_path = out_dir / f"pyyaml-{version}-py3-none-any.whl"
+    wheel_path = out_dir / f"{stem}-{version}-py3-none-any.whl"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         for name, data in files.items():
@@ -77,11 +89,26 @@ def build_wheel(sdist: Path, out_dir: Path) -> Path:
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             wheel.writestr(info, data)
-    # Write via a temp name so an interrupted run never leaves a half wheel behind.
     partial = wheel_path.with_suffix(".partial")
     partial.write_bytes(buffer.getvalue())
     partial.replace(wheel_path)
     return wheel_path
+
+
+def build_wheel(sdist: Path, out_dir: Path) -> Path:
+    """Write pyyaml-<version>-py3-none-any.whl into out_dir and return its path."""
+    match = _SDIST_NAME.match(sdist.name)
+    if match is None:
+        raise SystemExit(f"{sdist.name}: expected a file named pyyaml-<version>.tar.gz")
+    return write_wheel(
+        out_dir,
+        "PyYAML",
+        match.group("version"),
+        read_yaml_sources(sdist),
+        summary="YAML parser and emitter for Python (pure-Python build, no libyaml)",
+        license_name="MIT",
+        top_level=["yaml"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

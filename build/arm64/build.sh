@@ -59,5 +59,7 @@ end
 begin pack
 variant=base
 case " $* " in *" onnx "* | *"=onnx "*) variant=onnx ;; esac
-"$zig_venv/bin/python" "$repo/build/onefile.py" "$repo/build/out/aarch64/$variant/pack.json"
+# build_binary.py --pack also signs the program manifest the binary's boot_integrity check
+# reads (dist/<name>.manifest.json), as the x86_64 build does after its own pack.
+"$zig_venv/bin/python" "$repo/build/build_binary.py" --pack "$repo/build/out/aarch64/$variant/pack.json"
 end

@@ -26,9 +26,14 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 # proxy re-signs TLS adds its CA there, and the root's own bundle doesn't have it).
 host_ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 cp "$host_ca" "$root/etc/ssl/host-ca-certificates.crt"
-# A clean environment: nothing from the host's venv or PATH leaks into the arm64 build.
+# A clean environment: nothing from the host's venv or PATH leaks into the arm64 build. The
+# signing key's paths pass (build/signing.py): the launcher compiled in here gets its public
+# key, and build.sh's pack on the host signs with the same key (the files must be inside the
+# repository, the only host folder mounted here; the development key in .cache/ is).
 exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   SSL_CERT_FILE=/etc/ssl/host-ca-certificates.crt PIP_CERT=/etc/ssl/host-ca-certificates.crt \
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
-  EDGE_MIN_REPO="$repo" HOST_ZIG="${HOST_ZIG:-}" "$@"
+  EDGE_MIN_REPO="$repo" HOST_ZIG="${HOST_ZIG:-}" \
+  EDGE_MIN_SIGNING_KEY="${EDGE_MIN_SIGNING_KEY:-}" EDGE_MIN_SIGNING_PUBKEY="${EDGE_MIN_SIGNING_PUBKEY:-}" \
+  EDGE_MIN_DOWNLOAD_FROM="${EDGE_MIN_DOWNLOAD_FROM:-}" "$@"

@@ -287,10 +287,11 @@ def validate_agent(
             f"agent '{agent.name}': runtime.executor {executor} is not available yet; "
             f"use one of {sorted({*_BUILTIN, *_FACTORIES})}"
         )
-    if executor == "command" and platform.name == "inprocess":
+    if executor == "command" and not platform.runs_commands:
         raise AgentError(
-            f"agent '{agent.name}': runtime.executor command needs a host that can start "
-            "processes; this platform cannot. Use runtime.executor: python"
+            f"agent '{agent.name}': runtime.executor command is not available on this host "
+            f"(the {platform.name} platform cannot start processes); use runtime.executor: "
+            "python"
         )
     _BUILTIN[executor](agent, platform, Path("."))
 

@@ -32,9 +32,35 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 import time
 from typing import Any
+
+from edge_min.agents.onnx_io import (
+    OnnxInputError,
+    OnnxLoadError,
+    cast_allowed,
+    check_input_names,
+    expected,
+    find_scores_output,
+    find_text_input,
+    label_row,
+    labelled,
+    shape_fits,
+    shape_of,
+    text_batch,
+)
+
+__all__ = [
+    "OnnxInputError",
+    "OnnxLoadError",
+    "OnnxSession",
+    "decode_inputs",
+    "label_row",
+    "open_session",
+    "pick_providers",
+    "score_rows",
+    "to_json",
+]
 
 GPU_PROVIDERS = (
     "TensorrtExecutionProvider",
@@ -53,32 +79,8 @@ NPU_PROVIDERS = (
     "CANNExecutionProvider",
 )
 CPU = "CPUExecutionProvider"
-_NUMPY_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(float16)": "float16",
-    "tensor(int8)": "int8",
-    "tensor(int16)": "int16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(uint8)": "uint8",
-    "tensor(uint16)": "uint16",
-    "tensor(uint32)": "uint32",
-    "tensor(uint64)": "uint64",
-    "tensor(bool)": "bool",
-    "tensor(string)": "str",
-}
-_NORMALISED_TOLERANCE = 1e-2
 #: Sessions this process has created (a warm worker creates exactly one).
 SESSIONS_CREATED = 0
-
-
-class OnnxInputError(ValueError):
-    """The request does not fit the model; the message names input, shape and dtype."""
-
-
-class OnnxLoadError(ValueError):
-    """The model cannot serve this agent config (provider, inputs, classes)."""
 
 
 def pick_providers(
@@ -101,14 +103,6 @@ def pick_providers(
             "onnxruntime-gpu), or set runtime.provider_fallback: true to run on the CPU"
         )
     return [CPU], [f"{text}; running on {CPU} (runtime.provider_fallback: true)"]
-
-
-def _shape(dims: Any) -> list[Any]:
-    return [d if isinstance(d, int) else (d or None) for d in (dims or [])]
-
-
-def _show(shape: list[Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 class OnnxSession:
@@ -135,15 +129,17 @@ class OnnxSession:
         self.format = str(init.get("input_format") or "tensor")
         self.classes = [str(c) for c in init.get("classes") or []]
         self.inputs = [
-            {"name": i.name, "type": i.type, "shape": _shape(i.shape)}
+            {"name": i.name, "type": i.type, "shape": shape_of(i.shape)}
             for i in self.session.get_inputs()
         ]
         self.outputs = [
-            {"name": o.name, "type": o.type, "shape": _shape(o.shape)}
+            {"name": o.name, "type": o.type, "shape": shape_of(o.shape)}
             for o in self.session.get_outputs()
         ]
-        self.text_input = self._find_text_input() if self.format == "text" else None
-        self.scores_output = self._find_scores_output() if self.classes else None
+        self.text_input = find_text_input(self.inputs) if self.format == "text" else None
+        self.scores_output = (
+            find_scores_output(self.outputs, self.classes) if self.classes else None
+        )
         # The per-call path reads only these, worked out once: a ~20 µs model leaves
         # no room for rebuilding lists or looking specs up on every request.
         self._np = np
@@ -169,39 +165,6 @@ class OnnxSession:
         """Per-reply facts: how many sessions this worker has created (1 when warm)."""
         return {"sessions_created": SESSIONS_CREATED}
 
-    def _find_text_input(self) -> str:
-        strings = [i for i in self.inputs if i["type"] == "tensor(string)"]
-        if len(strings) != 1 or len(self.inputs) != 1:
-            found = ", ".join(f"{i['name']} {i['type']}" for i in self.inputs)
-            raise OnnxLoadError(
-                "input.format text needs a model with exactly one input, of type "
-                f"tensor(string); this model has: {found}. Use input.format: tensor"
-            )
-        return str(strings[0]["name"])
-
-    def _find_scores_output(self) -> str:
-        candidates = [
-            o
-            for o in self.outputs
-            if o["type"] in ("tensor(float)", "tensor(double)", "tensor(float16)")
-            or o["type"].startswith("seq(map(")
-        ]
-        if not candidates:
-            found = ", ".join(f"{o['name']} {o['type']}" for o in self.outputs)
-            raise OnnxLoadError(
-                f"output.classes needs a float (probability) output; this model has: {found}"
-            )
-        named = [o for o in candidates if "prob" in o["name"].lower()]
-        chosen = (named or candidates)[0]
-        width = chosen["shape"][-1] if chosen["shape"] else None
-        if isinstance(width, int) and width != len(self.classes):
-            raise OnnxLoadError(
-                f"output.classes has {len(self.classes)} labels {self.classes} but the "
-                f"model's output '{chosen['name']}' has {width} columns "
-                f"(shape {_show(chosen['shape'])}); give one class per column, in order"
-            )
-        return str(chosen["name"])
-
     def __call__(self, value: Any, context: Any) -> Any:
         """Run the model on one request; the JSON-ready output."""
         batch = False
@@ -223,33 +186,13 @@ class OnnxSession:
             rows = scores.tolist()  # float32 -> float is exact, as astype("float64") is
         else:
             rows = score_rows(scores, len(classes))
-        if batch or len(rows) != 1:
-            return [label_row(row, classes) for row in rows]
-        return label_row(rows[0], classes)
+        return labelled(rows, classes, batch)
 
     def _text_feeds(self, value: Any) -> tuple[dict[str, Any], bool]:
-        batch = False
-        if isinstance(value, str):
-            texts = [value]
-        elif isinstance(value, dict) and isinstance(value.get("text"), str):
-            texts = [value["text"]]
-        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            texts, batch = list(value), True
-        else:
-            raise OnnxInputError(
-                'input.format text takes a string, {"text": string} or a non-empty list '
-                f"of strings, got {type(value).__name__}"
-            )
-        rank = self._text_rank
-        if rank == 0:
-            if batch:
-                raise OnnxInputError("this model's text input takes one string, not a list")
-            arr = self._np.array(texts[0], dtype=object)
-        else:
-            arr = self._np.array(texts, dtype=object)
-            if rank == 2:
-                arr = arr.reshape(len(texts), 1)
-        return {self._text_key: arr}, batch
+        texts, batch, dims = text_batch(value, self._text_rank)
+        if not dims:
+            return {self._text_key: self._np.array(texts[0], dtype=object)}, False
+        return {self._text_key: self._np.array(texts, dtype=object).reshape(dims)}, batch
 
 
 def open_session(init: dict[str, Any], context: Any) -> OnnxSession:
@@ -259,22 +202,7 @@ def open_session(init: dict[str, Any], context: Any) -> OnnxSession:
 
 def decode_inputs(value: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     """The feeds for ``session.run`` from tensor-format JSON, every input checked."""
-    names = [str(i["name"]) for i in inputs]
-    if not isinstance(value, dict):
-        raise OnnxInputError(
-            "input.format tensor takes a JSON object mapping each model input "
-            f'({", ".join(names)}) to a nested list, a number or {{"npy_b64": ...}}, '
-            f"got {type(value).__name__}"
-        )
-    missing = [n for n in names if n not in value]
-    unknown = sorted(k for k in value if k not in names)
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown {', '.join(unknown)}")
-        raise OnnxInputError(f"tensor input: {'; '.join(parts)}; the model's inputs are {names}")
+    check_input_names(value, inputs)
     return {str(i["name"]): decode_input(i, value[i["name"]]) for i in inputs}
 
 
@@ -283,8 +211,7 @@ def decode_input(spec: dict[str, Any], given: Any) -> Any:
     import numpy as np
 
     name, shape = spec["name"], list(spec["shape"])
-    dtype = _NUMPY_TYPES.get(spec["type"])
-    want = f"expected shape {_show(shape)} dtype {dtype or spec['type']}"
+    dtype, want = expected(spec)
     if dtype is None:
         raise OnnxInputError(f"input '{name}': type {spec['type']} is not supported as JSON")
     if isinstance(given, dict):
@@ -301,9 +228,7 @@ def decode_input(spec: dict[str, Any], given: Any) -> Any:
             raise OnnxInputError(
                 f"input '{name}': {want}, given nested lists of uneven lengths ({exc})"
             ) from None
-    if len(arr.shape) != len(shape) or any(
-        isinstance(d, int) and d != g for d, g in zip(shape, arr.shape, strict=False)
-    ):
+    if not shape_fits(shape, list(arr.shape)):
         got = _dtype_name(arr)
         raise OnnxInputError(f"input '{name}': {want}, given shape {list(arr.shape)} dtype {got}")
     if not isinstance(given, dict):
@@ -321,7 +246,7 @@ def _from_npy(name: str, given: dict[str, Any]) -> Any:
         )
     try:
         return np.load(io.BytesIO(base64.b64decode(given["npy_b64"])), allow_pickle=False)
-    except (ValueError, OSError, binascii.Error) as exc:
+    except (ValueError, OSError, EOFError, binascii.Error) as exc:  # EOFError: empty data
         raise OnnxInputError(f"input '{name}': npy_b64 is not a base64 .npy file ({exc})") from None
 
 
@@ -334,21 +259,13 @@ def _dtype_name(arr: Any) -> str:
 
 
 def _cast(arr: Any, dtype: str, fail: Any) -> Any:
-    # Within a kind only: JSON numbers are int64/float64 and models want narrower ones.
-    kind = arr.dtype.kind
+    # Within a kind only (onnx_io.cast_allowed): JSON numbers are int64/float64 and models
+    # want narrower ones.
     empty = arr.size == 0
-    if dtype == "str":
-        ok = kind == "U" or empty
-    elif dtype == "bool":
-        ok = kind == "b" or empty
-    elif dtype.startswith(("float",)):
-        ok = kind in "iuf" or empty
-    else:
-        ok = kind in "iu" or empty
-        if ok and dtype.startswith("uint") and not empty and arr.min() < 0:
-            raise OnnxInputError(fail(f"{_given(arr)} with negative values"))
-    if not ok:
+    if not cast_allowed(arr.dtype.kind, dtype, empty):
         raise OnnxInputError(fail(_given(arr)))
+    if dtype.startswith("uint") and not empty and arr.min() < 0:
+        raise OnnxInputError(fail(f"{_given(arr)} with negative values"))
     return arr if dtype == "str" else arr.astype(dtype)
 
 
@@ -377,24 +294,3 @@ def score_rows(value: Any, width: int) -> list[list[float]]:
                 f"the model returned {len(row)} scores per row but output.classes has {width}"
             )
     return rows
-
-
-def label_row(row: list[float], classes: list[str]) -> dict[str, Any]:
-    """``{"label", "scores"}`` for one row; softmax unless it is already normalised."""
-    # sum() first: a NaN anywhere fails it, and an empty row never reaches min()/max().
-    if abs(sum(row) - 1.0) <= _NORMALISED_TOLERANCE and min(row) >= -1e-6:
-        top = max(row)
-        if top <= 1 + 1e-6:
-            return {
-                "label": classes[row.index(top)],
-                "scores": {c: round(p, 6) for c, p in zip(classes, row, strict=True)},
-            }
-    top = max(row)
-    exps = [math.exp(v - top) for v in row]
-    total = sum(exps)
-    row = [e / total for e in exps]
-    best = max(range(len(row)), key=row.__getitem__)
-    return {
-        "label": classes[best],
-        "scores": {c: round(p, 6) for c, p in zip(classes, row, strict=True)},
-    }

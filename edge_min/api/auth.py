@@ -1,9 +1,17 @@
 """Access control for the local API: bearer tokens and client certificates mapped to roles.
 
-``TokenAuthorizer`` is the router's ``Authorizer``. Who the caller is comes from the
-``Authorization: Bearer <token>`` header (see ``edge_min.security.tokens``) or, when
-``access_control.authentication.method`` is ``certificate``, from the verified client
-certificate the server puts in ``request.principal`` as ``cert:<CN>``. What the caller may do
+``TokenAuthorizer`` is the router's ``Authorizer``. Who the caller is comes from what
+``access_control.authentication.method`` accepts:
+
+- ``certificate`` (the spec's): the verified client certificate the server puts in
+  ``request.principal`` as ``cert:<CN>``, mapped to a role by ``certificate_roles``; the
+  device's own certificate (``encryption.communication.certificate_path``) is admin unless
+  mapped otherwise: whoever holds the device key administers it, as with the token key. A
+  bearer token is refused (401 ``token_not_accepted``). The API serves TLS.
+- ``token``: the ``Authorization: Bearer <token>`` header (``edge_min.security.tokens``)
+  only; a client certificate grants nothing.
+- ``any``: either; a request with both is judged by its token.
+ What the caller may do
 comes from ``access_control.authorization``: each role's permissions, and
 ``default_policy`` for the rest:
 
@@ -11,10 +19,10 @@ comes from ``access_control.authorization``: each role's permissions, and
 - ``allow``: any authenticated caller passes; a caller who is not authenticated still gets
   401, so ``allow`` never opens the API to anonymous clients.
 
-401 answers carry codes ``unauthorized`` (no credentials), ``token_invalid``,
-``token_expired`` or ``token_revoked``; 403 answers carry ``forbidden``. ``GET /health`` and
-``GET /sync/status`` are open without credentials when ``api.health_open`` is true (the spec's
-own health check curls /sync/status without a token).
+401 answers carry codes ``unauthorized`` (no credentials), ``token_not_accepted``,
+``token_invalid``, ``token_expired`` or ``token_revoked``; 403 answers carry ``forbidden``.
+``GET /health`` and ``GET /sync/status`` are open without credentials when
+``api.health_open`` is true (the spec's own health check curls /sync/status without a token).
 """
 
 from __future__ import annotations
@@ -90,7 +98,9 @@ class TokenAuthorizer:
         self.is_revoked = is_revoked
         self.health_open = health_open
         self.default_policy = ac.authorization.default_policy
-        self.accept_certificates = ac.authentication.method == "certificate"
+        self.method = ac.authentication.method
+        self.accept_certificates = self.method in ("certificate", "any")
+        self.accept_tokens = self.method in ("token", "any")
         self.permissions: dict[str, frozenset[str]] = {
             role.name: frozenset(role.permissions) for role in ac.authorization.roles
         }
@@ -109,6 +119,7 @@ class TokenAuthorizer:
         if self.health_open and permission == "read" and request.path in OPEN_PATHS:
             return
         role, who = self.identify(request)
+        request.caller = f"{role} ({who})"
         granted = self.permissions.get(role)
         if granted is None:
             raise _forbidden(
@@ -126,6 +137,14 @@ class TokenAuthorizer:
     def identify(self, request: Request) -> tuple[str, str]:
         """The caller's role and a description of them; AuthError 401 if there is none."""
         header = _header(request.headers, "authorization")
+        if header is not None and not self.accept_tokens:
+            raise AuthError(
+                401,
+                "token_not_accepted",
+                "access_control.authentication.method is certificate: this API takes client "
+                "certificates, not bearer tokens; connect over TLS with a certificate that "
+                f"{CERT_ROLES_KEY} maps to a role (or set method: any to take both)",
+            )
         if header is not None:
             scheme, _, token = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -150,6 +169,13 @@ class TokenAuthorizer:
                     f"{CERT_ROLES_KEY}"
                 )
             return role, f"certificate {cn!r}"
+        if not self.accept_tokens:
+            raise AuthError(
+                401,
+                "unauthorized",
+                f"{request.method} {request.path} needs a client certificate (authentication "
+                f"method certificate) that {CERT_ROLES_KEY} maps to a role",
+            )
         raise _unauthorized(
             "unauthorized",
             f"{request.method} {request.path} needs credentials: send `Authorization: Bearer "
@@ -201,6 +227,14 @@ def install_authorizer(
 ) -> TokenAuthorizer:
     """Put a TokenAuthorizer for ``runtime``'s config, key and store on ``router``."""
     revocations = _ThreadRevocations(runtime)
+    security = runtime.config.security_config
+    if security.access_control.authentication.method != "token":
+        from edge_min.security.certs import certificate_cn
+
+        comm = security.encryption.communication
+        own = certificate_cn(comm.certificate_path) if comm.enabled else None
+        if own is not None:  # the device's own certificate administers it, unless mapped
+            cert_roles = {own: "admin", **(cert_roles or {})}
     authorizer = TokenAuthorizer(
         runtime.config.security_config,
         load_key(key_path(runtime.paths.root)),

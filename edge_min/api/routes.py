@@ -3,7 +3,9 @@
 Each subsystem declares its routes next to its code (``Subsystem.routes``), each with the
 permission it needs; ``build_router`` puts them on one ``Router`` with an ``ApiContext``:
 reads on a connection of the serving thread, writes handed to the runtime's loop thread.
-The runtime itself adds ``GET /status`` (read). ``docs/configuration.md`` lists them all;
+The runtime itself adds ``GET /status`` (read). While the runtime's gate is closed (a tamper
+lockdown), every route needing more than ``read`` answers 423 ``locked_down``, except those
+declared ``while_locked`` (``POST /security/unlock``). ``docs/configuration.md`` lists them all;
 ``tests/integration/test_api_access.py`` checks every route against every role.
 """
 
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from edge_min.routing import ApiError, Request, Router
 
 if TYPE_CHECKING:
+    from edge_min.gate import Gate
+    from edge_min.routing import Handler
     from edge_min.runtime import Runtime
     from edge_min.store import Store
 
@@ -96,5 +100,22 @@ def build_router(runtime: Runtime, router: Router | None = None) -> Router:
     r.add("GET", "/status", status, permission="read")
     for sub in runtime.subsystems():
         for route in sub.routes(api):
-            r.add(route.method, route.pattern, route.handler, permission=route.permission)
+            handler = route.handler
+            if route.permission != "read" and not route.while_locked:
+                handler = _gated(runtime.gate, route.method, route.pattern, handler)
+            r.add(route.method, route.pattern, handler, permission=route.permission)
     return r
+
+
+def _gated(gate: Gate, method: str, pattern: str, handler: Handler) -> Handler:
+    """``handler`` behind the gate: 423 ``locked_down`` while the device is locked down.
+
+    Checked after access control (the router authorizes before it calls the handler), so an
+    unauthenticated caller learns nothing about the lockdown.
+    """
+
+    def gated(request: Request) -> Any:
+        gate.check(f"{method} {pattern}")
+        return handler(request)
+
+    return gated

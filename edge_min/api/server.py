@@ -11,7 +11,10 @@ Handlers never run on the scheduler's loop, so no client can stall workflows.
 With an ``ssl_context`` the TLS handshake runs on a worker once the client's first bytes
 arrive, never on the selector thread: with TLS 1.3 a bad client certificate only shows when
 the server reads, and a handshake on the accepting thread would stall every other client.
-The verified client certificate's CN reaches handlers as ``request.principal = "cert:<CN>"``.
+The verified client certificate's CN reaches handlers as ``request.principal = "cert:<CN>"``
+and its serial as ``request.cert_serial``. A ``peer_check`` (the central's revocation list)
+sees each verified peer right after the handshake; a reason from it closes the connection
+before any request is read.
 
 A connection is closed when the client asks (``Connection: close``, HTTP/1.0), on errors,
 after ``idle_timeout`` seconds without a request (or with a head still incomplete that long
@@ -30,6 +33,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
@@ -145,10 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edge-min"
 
-    def __init__(self, conn: _Connection, api: ApiServer, principal: str | None) -> None:
+    def __init__(
+        self, conn: _Connection, api: ApiServer, principal: str | None, serial: str | None = None
+    ) -> None:
         # Not BaseRequestHandler.__init__, which would serve the whole connection right here.
         self.api = api
         self.principal = principal
+        self.cert_serial = serial
         self.request = self.connection = conn.sock
         self.client_address = conn.address
         self.rfile = cast(io.BufferedIOBase, _Input(conn))
@@ -218,6 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             client=str(self.client_address[0]),
             principal=self.principal,
+            cert_serial=self.cert_serial,
         )
         self._send(self.api.router.dispatch(request))
 
@@ -237,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
 def _peer_principal(conn: Any) -> str | None:
@@ -250,6 +258,14 @@ def _peer_principal(conn: Any) -> str | None:
             if key == "commonName":
                 return f"cert:{value}"
     return None
+
+
+def _peer_serial(conn: Any) -> str | None:
+    """The verified client certificate's serial as lower-case hex, or None."""
+    if not isinstance(conn, ssl.SSLSocket):
+        return None
+    serial = (conn.getpeercert() or {}).get("serialNumber")
+    return format(int(str(serial), 16), "x") if serial else None
 
 
 def _refuse(sock: socket.socket, response: Response, extra: str = "") -> None:
@@ -285,6 +301,7 @@ class ApiServer:
         idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        peer_check: Callable[[ssl.SSLSocket], str | None] | None = None,
     ) -> None:
         if workers < 1 or max_connections < 1 or idle_timeout <= 0:
             raise ValueError(
@@ -296,6 +313,8 @@ class ApiServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.ssl_context = ssl_context
+        #: Told each TLS peer after its handshake; a reason it returns refuses the connection.
+        self.peer_check = peer_check
         self.scheme = "https" if ssl_context is not None else "http"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=backlog)
@@ -521,14 +540,19 @@ class ApiServer:
         try:
             conn.sock.settimeout(self.idle_timeout)
             if conn.handler is None:
-                principal = None
+                principal = serial = None
                 if not conn.handshaken:
                     tls = self._handshake(conn)
                     if tls is None:
                         return
                     conn.sock = tls
-                    principal = _peer_principal(tls)
-                conn.handler = _Handler(conn, self, principal)
+                    principal, serial = _peer_principal(tls), _peer_serial(tls)
+                    refused = self.peer_check(tls) if self.peer_check is not None else None
+                    if refused is not None:
+                        log.info("connection from %s refused: %s", conn.address[0], refused)
+                        self._close(conn)
+                        return
+                conn.handler = _Handler(conn, self, principal, serial)
             handler = conn.handler
             while True:
                 if isinstance(conn.sock, ssl.SSLSocket):

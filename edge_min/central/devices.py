@@ -2,16 +2,21 @@
 
 Routes::
 
-    GET    /api/devices/{id}                     the device as JSON
+    GET    /api/devices/{id}                     the device as JSON, with its attestation trust
     POST   /api/devices/{id}/provision           register / re-provision (JSON body, optional:
-                                                 ip_address, ssh_user, sync_key (64 hex), details)
-    POST   /api/devices/{id}/update | /restart   record an operator action (JSON body: details)
-    DELETE /api/devices/{id}                     decommission: status "decommissioned", key dropped
+                                                 ip_address, ssh_user, sync_key (64 hex), details,
+                                                 attestation_policy, attestation_key (64 hex))
+    POST   /api/devices/{id}/update | /restart   record an operator action (JSON body: details;
+                                                 an update may carry attestation_policy)
+    DELETE /api/devices/{id}                     decommission: status "decommissioned", key
+                                                 dropped, its certificates revoked (refused
+                                                 at the TLS handshake and at sync from then)
 
 Device identity (``device_of``, which every part asks through ``Central.device_of``) is the
 ``X-Edge-Node`` header, or under mutual TLS the client certificate's CN, which the header may
 not contradict. Every request carrying it records the device's ``last_seen`` and
-``ip_address``. An unknown device is registered (status ``active``) on first contact; with
+``ip_address``. A client certificate central issued and revoked is 403
+``certificate_revoked``. An unknown device is registered (status ``active``) on first contact; with
 ``require_provisioned`` it is refused with 403 ``device_not_provisioned`` until
 ``POST /api/devices/{id}/provision``. A decommissioned device is always refused
 (``device_decommissioned``). A missing or malformed identity is 400 (``missing_node``,
@@ -33,6 +38,10 @@ from edge_min.routing import ApiError, Request
 from edge_min.subsystem import ApiRoute
 
 NODE_HEADER = "x-edge-node"
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+# The newest alerts of a device that count towards its health in the device list.
+HEALTH_ALERTS = 20
 
 
 class Devices(CentralPart):
@@ -50,18 +59,26 @@ class Devices(CentralPart):
         )
 
     def get_device(self, request: Request) -> dict[str, Any]:
-        """The device as JSON."""
-        return self.central.store.get_device(request.params["device_id"]).to_dict()
+        """The device as JSON, with its attestation trust (``edge_min.central.attestation``)."""
+        from edge_min.central.attestation import trust_summary
+
+        doc = self.central.store.get_device(request.params["device_id"]).to_dict()
+        doc["attestation"] = trust_summary(self.central, doc["id"])
+        return doc
 
     def provision(self, request: Request) -> dict[str, Any]:
         """Register or re-provision a device; a provisioning mistake is 400 bad_provisioning."""
         device_id = request.params["device_id"]
         body = json_object(request)
         try:
+            attestation = _attestation_fields(body)
             fields = _provisioning_fields(body)
-            return self.central.store.provision_device(device_id, **fields).to_dict()
+            device = self.central.store.provision_device(device_id, **fields)
         except ProvisioningError as exc:
             raise ApiError(400, exc.code, exc.message) from exc
+        if attestation:
+            self.central.store.set_attestation(device_id, **attestation)
+        return device.to_dict()
 
     def device_action(self, request: Request) -> dict[str, Any]:
         """Record an update or restart of a device."""
@@ -71,19 +88,34 @@ class Devices(CentralPart):
                 404, "not_found", f"no device action {action!r}; use provision, update or restart"
             )
         details = json_object(request)
-        return self.central.store.record_device_action(
+        attestation = {}
+        if action == "update":  # new software: the operator may send its accepted values
+            try:
+                attestation = _attestation_fields(details, keys=("attestation_policy",))
+            except ProvisioningError as exc:
+                raise ApiError(400, exc.code, exc.message) from exc
+        device = self.central.store.record_device_action(
             request.params["device_id"], action, details
-        ).to_dict()
+        )
+        if attestation:
+            self.central.store.set_attestation(device.id, **attestation)
+        return device.to_dict()
 
     def decommission(self, request: Request) -> dict[str, Any]:
-        """Retire a device: it may no longer sync, and its key is forgotten."""
+        """Retire a device: it may no longer sync, its key is forgotten, its certificates
+        are revoked (``edge_min.central.enrollment``)."""
         device_id = request.params["device_id"]
-        return self.central.store.record_device_action(device_id, "decommission", {}).to_dict()
+        doc = self.central.store.record_device_action(device_id, "decommission", {}).to_dict()
+        doc["revoked_serials"] = self.central.store.revoke_device_certs(device_id)
+        return doc
 
 
 def device_of(central: Central, request: Request) -> Device:
     """The calling device (certificate CN or X-Edge-Node), its contact recorded; 400/403 if
     it is refused."""
+    from edge_min.central.enrollment import check_not_revoked
+
+    check_not_revoked(central, request)
     node = request.headers.get(NODE_HEADER)
     principal = request.principal or ""
     cert_node = principal[5:] if principal.startswith("cert:") else None
@@ -124,6 +156,20 @@ def device_of(central: Central, request: Request) -> Device:
     return device
 
 
+def _attestation_fields(
+    body: dict[str, Any], keys: tuple[str, ...] = ("attestation_policy", "attestation_key")
+) -> dict[str, Any]:
+    """The attestation policy/key of a body (popped), as ``set_attestation`` fields."""
+    from edge_min.central.attestation import provisioning_attestation
+    from edge_min.security.quote import BadPolicy
+
+    picked = {k: body.pop(k) for k in keys if k in body}
+    try:
+        return provisioning_attestation(picked)
+    except BadPolicy as exc:
+        raise ProvisioningError(exc.message) from exc
+
+
 def _provisioning_fields(body: dict[str, Any]) -> dict[str, Any]:
     """The store's provisioning fields from a JSON body; ``ProvisioningError`` if one is wrong."""
     fields: dict[str, Any] = {}
@@ -144,6 +190,6 @@ def _provisioning_fields(body: dict[str, Any]) -> dict[str, Any]:
     if body:
         raise ProvisioningError(
             f"unknown provisioning field(s) {sorted(body)}; "
-            "use ip_address, ssh_user, sync_key, details"
+            "use ip_address, ssh_user, sync_key, details, attestation_policy, attestation_key"
         )
     return fields

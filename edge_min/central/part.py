@@ -39,8 +39,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from edge_min.routing import ApiError, Request
 
 if TYPE_CHECKING:
+    from edge_min.central.ca import CentralCA, FactoryCA
     from edge_min.central.model import Device
     from edge_min.central.store import CentralStore
+    from edge_min.clock import Clock
     from edge_min.subsystem import ApiRoute
 
 __all__ = ["Central", "CentralPart", "int_param", "json_object", "list_body"]
@@ -56,6 +58,16 @@ class Central(Protocol):
     shared_key: bytes | None
     #: The largest sync frame read or written, in bytes.
     max_frame_bytes: int
+    #: Central's time (the store's clock): nonce expiry and overdue attestations.
+    clock: Clock
+    #: Refuse sync pushes of devices whose attestation failed or is overdue.
+    refuse_untrusted: bool
+    #: Seconds a passing attestation counts, unless the device's policy says max_age.
+    attestation_max_age: float
+    #: The CA that signs enrolled devices' certificates (``--enroll-ca-key``), or None.
+    ca: CentralCA | None
+    #: The CA of factory certificates that may replace a claim token (``--factory-ca``).
+    factory_ca: FactoryCA | None
 
     def device_of(self, request: Request) -> Device:
         """The calling device, its contact recorded; ApiError 400/403 if it is refused."""
@@ -71,6 +83,12 @@ class CentralPart:
 
     #: A short unique name (``sync``, ``devices``): in errors about the route table.
     name: ClassVar[str] = ""
+    #: The (method, literal path) routes devices call naming themselves (``X-Edge-Node`` or
+    #: certificate) with no operator token, when central checks operator tokens
+    #: (``edge_min.central.operators``); every other route then needs a token.
+    device_paths: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    #: Path prefixes anyone may GET with no token: static files that carry no data.
+    open_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, central: Central) -> None:
         self.central = central

@@ -27,6 +27,9 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from edge_min.central.attestation_store import PG_SCHEMA
+from edge_min.central.enrollment_store import PG_SCHEMA as ENROLLMENT_SCHEMA
+from edge_min.central.rollout_store import PG_SCHEMA as ROLLOUT_PG_SCHEMA
 from edge_min.central.store import SCHEMA_VERSION, SqlCentralStore, Tx
 from edge_min.clock import Clock
 from edge_min.errors import MissingDependency, SchemaError, StorageError
@@ -68,6 +71,9 @@ SCHEMA = [
         name TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, at TEXT NOT NULL,
         labels JSONB NOT NULL, received_at TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS metrics_by_node ON metrics (node, seq)""",
+    *PG_SCHEMA,
+    *ROLLOUT_PG_SCHEMA,
+    *ENROLLMENT_SCHEMA,
 ]
 
 

@@ -3,6 +3,8 @@
 The HTTP layer is the local API's ``ApiServer`` (a fixed pool of worker threads, one database
 connection each) with a larger listen backlog (``LISTEN_BACKLOG``) and a short idle timeout
 (``IDLE_TIMEOUT``), so a few hundred devices keeping connections open cannot hold every worker.
+Under TLS each peer is checked right after its handshake: a certificate central revoked
+(``edge_min.central.enrollment.refused_peer``) has its connection closed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from edge_min.api.server import ApiServer
 from edge_min.central.app import CentralApp
+from edge_min.central.ca import CentralCA, FactoryCA
 from edge_min.central.store import CentralStore, open_central_store
 from edge_min.errors import ConfigError
 from edge_min.hooks import Hooks, ServingAddress, TargetHooks
@@ -73,6 +76,13 @@ class CentralServer:
         shared_key: bytes | None = None,
         max_frame_bytes: int | None = None,
         ssl_context: Any = None,
+        refuse_untrusted: bool = True,
+        attestation_max_age: float | None = None,
+        operator_key: bytes | None = None,
+        ca: CentralCA | None = None,
+        require_client_cert: bool = False,
+        factory_ca: FactoryCA | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.app = CentralApp(
@@ -80,6 +90,13 @@ class CentralServer:
             require_provisioned=require_provisioned,
             shared_key=shared_key,
             max_frame_bytes=max_frame_bytes,
+            refuse_untrusted=refuse_untrusted,
+            attestation_max_age=attestation_max_age,
+            operator_key=operator_key,
+            ca=ca,
+            require_client_cert=require_client_cert,
+            factory_ca=factory_ca,
+            allowed_origins=allowed_origins,
         )
         router = self.app.router()
         router.close_hooks.append(store.close)
@@ -92,7 +109,13 @@ class CentralServer:
             backlog=LISTEN_BACKLOG,
             idle_timeout=IDLE_TIMEOUT,
             ssl_context=ssl_context,
+            peer_check=self._peer_check if ssl_context is not None else None,
         )
+
+    def _peer_check(self, tls: Any) -> str | None:
+        from edge_min.central.enrollment import refused_peer
+
+        return refused_peer(self.app, tls)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -128,17 +151,43 @@ def serve(
     tls: tuple[str, str, str] | None = None,
     tls_protocol: str = "TLS 1.3",
     hooks: Sequence[TargetHooks] = (),
+    refuse_untrusted: bool = True,
+    attestation_max_age: float | None = None,
+    operator_key_file: str | None = None,
+    enroll_ca_key: str | None = None,
+    factory_ca: str | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code (call from the main thread).
 
     ``tls`` is (cert, key, ca): HTTPS with ``tls_protocol`` as the minimum, and devices must
-    present a certificate signed by ``ca`` whose CN is their device id.
+    present a certificate signed by ``ca`` whose CN is their device id. ``enroll_ca_key`` (the
+    key of that CA) turns enrollment on: a client without a certificate may then connect, and
+    reach only the enrollment routes. ``operator_key_file``
+    (made on first use) turns on operator tokens (``edge_min.central.operators``).
     """
     ssl_context = None
+    ca = None
+    if enroll_ca_key is not None:
+        if tls is None:
+            raise ConfigError(
+                "enrollment signs device certificates with the CA of --tls-ca; serve HTTPS "
+                "(--tls-cert, --tls-key, --tls-ca) to use --enroll-ca-key",
+                path="--enroll-ca-key",
+                value=enroll_ca_key,
+            )
+        ca = CentralCA(tls[2], enroll_ca_key)
+    if factory_ca is not None and ca is None:
+        raise ConfigError(
+            "a factory certificate stands in for a claim token at enrollment; turn "
+            "enrollment on with --enroll-ca-key to use --factory-ca",
+            path="--factory-ca",
+            value=factory_ca,
+        )
     if tls is not None:
         from edge_min.security.tls import server_context
 
-        ssl_context = server_context(*tls, require_client_cert=True, protocol=tls_protocol)
+        ssl_context = server_context(*tls, require_client_cert=ca is None, protocol=tls_protocol)
     elif not is_loopback(host):
         if not allow_insecure:
             raise ConfigError(
@@ -153,6 +202,11 @@ def serve(
         )
     told = Hooks(hooks)
     key = read_key_file(sync_key_file) if sync_key_file else None
+    operator_key = None
+    if operator_key_file:
+        from edge_min.central.operators import load_operator_key
+
+        operator_key = load_operator_key(operator_key_file)
     store = open_central_store(db_url)
     stop = threading.Event()
     stopped_by: list[int] = []
@@ -173,6 +227,13 @@ def serve(
                 require_provisioned=require_provisioned,
                 shared_key=key,
                 ssl_context=ssl_context,
+                refuse_untrusted=refuse_untrusted,
+                attestation_max_age=attestation_max_age,
+                operator_key=operator_key,
+                ca=ca,
+                require_client_cert=ca is not None,
+                factory_ca=FactoryCA(factory_ca) if factory_ca else None,
+                allowed_origins=allowed_origins,
             ).start()
             print(f"edge-min central: {store.kind} store, serving on {server.url}", flush=True)
             if on_ready is not None:

@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_min.central.attestation_store import SQLITE_SCHEMA
+from edge_min.central.enrollment_store import SQLITE_SCHEMA as ENROLLMENT_SCHEMA
+from edge_min.central.rollout_store import SQLITE_SCHEMA as ROLLOUT_SQLITE_SCHEMA
 from edge_min.central.store import SCHEMA_VERSION, SqlCentralStore, Tx
 from edge_min.clock import Clock
 from edge_min.errors import SchemaError, StorageError
@@ -57,6 +60,9 @@ SCHEMA = [
         seq INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, name TEXT NOT NULL,
         value REAL NOT NULL, at TEXT NOT NULL, labels TEXT NOT NULL, received_at TEXT NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS metrics_by_node ON metrics (node, seq)""",
+    *SQLITE_SCHEMA,
+    *ROLLOUT_SQLITE_SCHEMA,
+    *ENROLLMENT_SCHEMA,
 ]
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from edge_min.central.attestation_store import AttestationSql, Judge
+from edge_min.central.enrollment_store import EnrollmentSql, Issue
 from edge_min.central.model import (
     DEVICE_STATUSES,
     ENTITIES,
@@ -42,6 +44,7 @@ from edge_min.central.model import (
     metric_row,
     parse_push,
 )
+from edge_min.central.rollout_store import RolloutSql
 from edge_min.clock import Clock, SystemClock, iso
 from edge_min.errors import ConfigError, NotFound
 
@@ -123,6 +126,151 @@ class CentralStore(Protocol):
         """Close every connection."""
         ...
 
+    # Attestation (edge_min.central.attestation_store) -----------------------------------------
+
+    def issue_nonce(self, device_id: str, nonce: str, ttl: float) -> float:
+        """Record a challenge for ``device_id``; returns when it expires (epoch seconds)."""
+        ...
+
+    def attest(
+        self,
+        device_id: str,
+        nonce: str,
+        public_key: str,
+        signed: bool,
+        judge: Judge,
+        *,
+        measurements: dict[str, Any],
+        boot: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Consume the nonce, check the key, judge, record: one transaction; the result row."""
+        ...
+
+    def attestation_info(self, device_id: str, results: int = 0) -> dict[str, Any]:
+        """Key, policy, pending request, the last pass/fail verdict and ``results`` newest."""
+        ...
+
+    def set_attestation(self, device_id: str, **fields: Any) -> None:
+        """Set (or with None forget) a device's ``policy`` and/or ``public_key``."""
+        ...
+
+    def request_attestation(self, device_id: str) -> str:
+        """Ask ``device_id`` for a quote at its next poll; returns when it was asked."""
+        ...
+
+    # Rollouts (edge_min.central.rollout_store) ------------------------------------------------
+
+    def put_bundle(self, data: bytes, version: str | None) -> dict[str, Any]:
+        """Store a bundle (content-addressed); its id, sha256, length, version."""
+        ...
+
+    def bundle_info(self, bundle_id: str) -> dict[str, Any]:
+        """A bundle's id, sha256, length, version; NotFound."""
+        ...
+
+    def bundle_bytes(self, bundle_id: str, start: int, length: int) -> bytes:
+        """``length`` bytes of a bundle from ``start``."""
+        ...
+
+    def create_rollout(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Make a rollout from a validated request (RolloutRefused names a missing thing)."""
+        ...
+
+    def list_rollouts(self, limit: int) -> list[dict[str, Any]]:
+        """The newest rollouts with their phase progress."""
+        ...
+
+    def get_rollout(self, rollout_id: str) -> dict[str, Any]:
+        """A rollout with progress and every device's state; NotFound."""
+        ...
+
+    def rollout_action(self, rollout_id: str, action: str) -> dict[str, Any]:
+        """Pause, resume or cancel; RolloutConflict when its status forbids it."""
+        ...
+
+    def assignment_for(self, device_id: str) -> dict[str, Any] | None:
+        """The update the device should install now, or None."""
+        ...
+
+    def report_state(
+        self,
+        device_id: str,
+        rollout_id: str,
+        state: str,
+        reason: str | None,
+        running_version: str | None,
+    ) -> dict[str, Any]:
+        """Record a device's state, then advance or halt the rollout."""
+        ...
+
+    def rollout_state_of(self, device_id: str) -> dict[str, Any] | None:
+        """The device's place in its newest rollout, or None."""
+        ...
+
+    def rollout_states_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``rollout_state_of`` for many devices at once."""
+
+    # Enrollment and inventory (edge_min.central.enrollment_store) ------------------------------
+
+    def create_enroll_token(
+        self,
+        token_hash: str,
+        *,
+        ttl: float,
+        device_id: str | None = None,
+        tags: Sequence[str] = (),
+        config: dict[str, Any] | None = None,
+        attestation_policy: dict[str, Any] | None = None,
+    ) -> float:
+        """Record a claim token by its hash; returns when it expires (epoch seconds)."""
+        ...
+
+    def enroll(
+        self,
+        token_hash: str | None,
+        issue: Issue,
+        *,
+        sync_key: bytes,
+        attestation_key: str | None,
+        factory_device: str | None = None,
+    ) -> dict[str, Any]:
+        """Use the token up (or vouch for ``factory_device``), sign, register the device and
+        what it brings: one transaction."""
+        ...
+
+    def revoke_device_certs(self, device_id: str) -> list[str]:
+        """Revoke every certificate issued to ``device_id``; the serials newly revoked."""
+        ...
+
+    def certificate_revoked(self, serial: str) -> bool:
+        """Whether central revoked the certificate with this serial (lower-case hex)."""
+        ...
+
+    def save_report(self, device_id: str, report: dict[str, Any]) -> None:
+        """Keep the device's newest report (version, slot, health, alerts_firing, rollout)."""
+        ...
+
+    def device_tags(self, device_id: str) -> list[str]:
+        """The tags of a device (sorted)."""
+        ...
+
+    def device_config(self, device_id: str) -> dict[str, Any]:
+        """The edge-config fragment central holds for a device ({} when none)."""
+        ...
+
+    def list_inventory(
+        self,
+        *,
+        after: str | None,
+        limit: int,
+        status: str | None = None,
+        tag: str | None = None,
+        version: str | None = None,
+        health: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Devices in id order after ``after``, filtered, each with its report and tags."""
+        ...
+
 
 def record_dict(row: Sequence[Any]) -> dict[str, Any]:
     """A ``records`` row (in ``_RECORD_COLUMNS`` order) as the wire shape."""
@@ -157,7 +305,7 @@ def _device(row: Sequence[Any]) -> Device:
 # --- the shared SQL ----------------------------------------------------------------------------
 
 
-class SqlCentralStore:
+class SqlCentralStore(AttestationSql, EnrollmentSql, RolloutSql):
     """The central store on any SQL backend that provides ``_transaction`` and two hooks."""
 
     kind = "sql"
@@ -330,6 +478,7 @@ class SqlCentralStore:
 
         return self._run(work, write=False, retry_ambiguous=True)
 
+    # Minimal list for the fleet page: merge with the inventory helper's filtered version.
     def provision_device(self, device_id: str, **fields: Any) -> Device:
         """Register or re-provision a device (ip_address, ssh_user, sync_key, details)."""
         check_node(device_id, "device id", error=ProvisioningError)
@@ -344,8 +493,15 @@ class SqlCentralStore:
             raise ProvisioningError("sync_key must be 32 bytes (64 hex digits)")
         details = fields.get("details")
         details_text = None
+        tags: list[str] | None = None
         if details is not None:
             details_text = json_text(details, "details", error=ProvisioningError)
+            if isinstance(details, dict) and "tags" in details:
+                tags = details["tags"]
+                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                    raise ProvisioningError(
+                        f'details.tags {tags!r} must be a list of strings, e.g. ["hall-a"]'
+                    )
         now = self._now()
 
         def work(tx: Tx) -> Device:
@@ -381,6 +537,12 @@ class SqlCentralStore:
                 {k: v for k, v in fields.items() if k != "sync_key"},
                 now,
             )
+            if tags is not None:  # the tags rollouts target and the inventory shows
+                tx.execute("DELETE FROM device_tags WHERE device_id = ?", [device_id])
+                for tag in dict.fromkeys(tags):
+                    tx.execute(
+                        "INSERT INTO device_tags (device_id, tag) VALUES (?, ?)", [device_id, tag]
+                    )
             return _device(rows[0])
 
         return self._run(work, write=True, retry_ambiguous=False)

@@ -18,7 +18,9 @@ still read why) with the protocol's HTTP status: a rejected frame answers its co
 (``sync_bad_frame``, ``sync_truncated``, ...; 400, or 413 when too large), a database
 failure ``storage_error`` (503: retry later), a bad batch ``bad_batch`` (400), a batch id
 reused for another node or entity ``batch_id_reused`` (409), a refused device
-``device_not_provisioned`` / ``device_decommissioned`` (403). ``framed`` gives any handler
+``device_not_provisioned`` / ``device_decommissioned`` (403), and a push from a device whose
+attestation failed or is overdue ``device_untrusted`` (403; ``edge_min.central.attestation``,
+unless central allows untrusted pushes). ``framed`` gives any handler
 that answer.
 """
 
@@ -29,6 +31,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from edge_min.central.attestation import refuse_untrusted
 from edge_min.central.model import BadBatch, BatchIdReused, check_entity, parse_push
 from edge_min.central.part import CentralPart, int_param
 from edge_min.errors import EdgeError, StorageError
@@ -47,6 +50,7 @@ class Sync(CentralPart):
     """Push and pull of versioned records, as sync frames."""
 
     name = "sync"
+    device_paths = frozenset({("POST", "/api/sync/push"), ("GET", "/api/sync/pull")})
 
     def routes(self) -> Sequence[ApiRoute]:
         """Push and pull, their errors answered as error frames."""
@@ -61,6 +65,7 @@ class Sync(CentralPart):
 
         central = self.central
         device = central.device_of(request)
+        refuse_untrusted(central, device)
         key = central.key_for(device)
         try:
             header, items = decode_frame(

@@ -31,6 +31,8 @@ class Telemetry(CentralPart):
     """Alerts and metric samples from devices, and the central's own health."""
 
     name = "telemetry"
+    device_paths = frozenset({("POST", "/api/alerts"), ("POST", "/api/metrics")})
+    open_prefixes = ("/health",)  # whether central answers: load balancers ask it
 
     def routes(self) -> Sequence[ApiRoute]:
         """Alerts and metrics in and out, then health."""

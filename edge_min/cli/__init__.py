@@ -12,7 +12,9 @@ the serving commands hand them to the runtime.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -105,7 +107,7 @@ def build_parser(table: Sequence[Command] | None = None) -> argparse.ArgumentPar
 def _finish(p: argparse.ArgumentParser, command: Command) -> None:
     if command.arguments is not None:
         command.arguments(p)
-    p.set_defaults(command_fn=command.run)
+    p.set_defaults(command_fn=command.run, command_serves=command.serves)
 
 
 def main(argv: Sequence[str] | None = None, hooks: Sequence[TargetHooks] = ()) -> int:
@@ -113,8 +115,11 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[TargetHooks] = ()) -
     from edge_min.cli.context import CliContext
 
     args = build_parser().parse_args(argv)
+    # A service logs what it does; any other command prints its own output and, unless -v,
+    # only the warnings of the runtime it opens (not its "link to central is down").
+    quiet = logging.INFO if getattr(args, "command_serves", False) else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -129,6 +134,10 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[TargetHooks] = ()) -
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-min status | head`: the reader left; nothing to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush is quiet
+        return 141
 
 
 def __getattr__(name: str) -> object:

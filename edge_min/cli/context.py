@@ -53,8 +53,13 @@ class CliContext:
             self._loaded = (config, Paths.resolve(config, self.args.data_dir))
         return self._loaded
 
-    def open_runtime(self, *, threads: bool = False) -> Runtime:
-        """The data directory's runtime, opened (agent calls on threads with ``threads``)."""
+    def reload_config(self) -> None:
+        """Read the config files again on the next ``context()`` (a command changed them)."""
+        self._loaded = None
+
+    def open_runtime(self, *, threads: bool = False, syncing: bool = False) -> Runtime:
+        """The data directory's runtime, opened (agent calls on threads with ``threads``;
+        without the sync subsystem, and what needs it, unless ``syncing``)."""
         from edge_min.runtime import Runtime
 
         config, paths = self.context()
@@ -63,12 +68,13 @@ class CliContext:
             from edge_min.platform.threads import thread_executors
 
             executors = thread_executors()
-        return Runtime(config, paths, executors=executors).open()
+        without = () if syncing else ("sync",)
+        return Runtime(config, paths, executors=executors, without=without).open()
 
     @contextmanager
-    def opened(self, *, threads: bool = False) -> Iterator[Runtime]:
-        """The runtime, opened for one command and closed after it."""
-        runtime = self.open_runtime(threads=threads)
+    def opened(self, *, threads: bool = False, syncing: bool = False) -> Iterator[Runtime]:
+        """The runtime, opened for one command and closed after it (see ``open_runtime``)."""
+        runtime = self.open_runtime(threads=threads, syncing=syncing)
         try:
             yield runtime
         finally:

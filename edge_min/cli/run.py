@@ -46,5 +46,6 @@ COMMANDS = [
         "edge-min --data-dir /data run --port 8000",
         cmd_run,
         _arguments,
+        serves=True,
     )
 ]

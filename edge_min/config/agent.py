@@ -220,11 +220,24 @@ def _model(r: Reader, data: dict[str, Any]) -> ModelConfig | None:
     if not d:
         return None
     path = r.required_string(d, "path", p, "the model file, e.g. models/classifier.onnx")
+    kind = r.enum(d, "type", p, "quantized", MODEL_TYPES)
+    # The type says which precisions fit it: quantized weights are int8 (or fp16), a full
+    # model is fp32; the precision is then checked against the graph itself at add time.
+    precision = r.enum(d, "precision", p, "fp32" if kind == "full" else "int8", PRECISIONS)
+    if "precision" in d and (kind == "full") != (precision == "fp32"):
+        fits = "fp32" if kind == "full" else "int8 or fp16"
+        other = "quantized" if kind == "full" else "full"
+        r.fail(
+            join(p, "precision"),
+            f"is {precision} but model.type is {kind}, which takes {fits}; set "
+            f"model.type: {other} or a matching precision",
+            precision,
+        )
     return ModelConfig(
         path=r.resolve(path) if path else "",
-        type=r.enum(d, "type", p, "quantized", MODEL_TYPES),
+        type=kind,
         format=r.enum(d, "format", p, "onnx", MODEL_FORMATS),
-        precision=r.enum(d, "precision", p, "int8", PRECISIONS),
+        precision=precision,
     )
 
 

@@ -31,6 +31,7 @@ from edge_min.config.runtime import (
     SecuritySettings,
     StorageConfig,
     SyncSettings,
+    UpdateConfig,
     parse_api,
     parse_includes,
     parse_monitoring_settings,
@@ -38,6 +39,7 @@ from edge_min.config.runtime import (
     parse_security_settings,
     parse_storage,
     parse_sync_settings,
+    parse_update,
 )
 from edge_min.config.security import SECURITY_KEYS, SecurityConfig, parse_security_config
 from edge_min.config.sync import SYNC_KEYS, SyncConfig, parse_sync_config
@@ -54,7 +56,7 @@ FILE_NAMES = {
     "agent": "edge-agent-config.yaml",
 }
 _EXTENSIONS = (".yaml", ".yml", ".json")
-_EDGE_SECTIONS = ("runtime", "sync", "storage", "security", "monitoring", "api")
+_EDGE_SECTIONS = ("runtime", "sync", "storage", "security", "monitoring", "api", "update")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class EdgeConfig:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     sync_config: SyncConfig = field(default_factory=SyncConfig)
     monitoring_config: MonitoringConfig = field(default_factory=MonitoringConfig)
     security_config: SecurityConfig = field(default_factory=SecurityConfig)
@@ -172,9 +175,10 @@ def _parse_part(
     data: dict[str, Any],
     sync_interval: float | None = None,
     health_check_interval: float = 60.0,
+    conflict_resolution: str | None = None,
 ) -> Any:
     if kind == "sync":
-        return parse_sync_config(r, data, sync_interval)
+        return parse_sync_config(r, data, sync_interval, conflict_resolution)
     if kind == "monitoring":
         return parse_monitoring_config(r, data, health_check_interval)
     return parse_security_config(r, data)
@@ -207,6 +211,7 @@ def _assemble(
         "security": parse_security_settings(r, raw),
         "monitoring": parse_monitoring_settings(r, raw),
         "api": parse_api(r, raw),
+        "update": parse_update(r, raw),
     }
     includes = parse_includes(r, raw)
     errors = list(r.errors)
@@ -227,7 +232,10 @@ def _assemble(
             where = _beside(base_dir, kind)
         if not follow_includes:
             continue
-        part, raws[kind], file = _load_part(kind, where, sections, errors)
+        conflict = None  # edge-config's default policy, only when it sets one
+        if _get(raw, "sync", "conflict_resolution") is not _ABSENT:
+            conflict = sections["sync"].conflict_resolution
+        part, raws[kind], file = _load_part(kind, where, sections, errors, conflict)
         parts[kind] = part
         files[f"{kind}_config"] = file
     if follow_includes:
@@ -237,6 +245,9 @@ def _assemble(
             sections["security"],
             (parts["security"], raws["security"]),
             errors,
+        )
+        sections["api"] = _reconcile_api_tls(
+            (r.file, files["security_config"]), raw, sections["api"], parts["security"], errors
         )
     if errors:
         raise ConfigError.collect(errors)
@@ -253,7 +264,11 @@ def _assemble(
 
 
 def _load_part(
-    kind: str, where: str | None, sections: dict[str, Any], errors: list[ConfigError]
+    kind: str,
+    where: str | None,
+    sections: dict[str, Any],
+    errors: list[ConfigError],
+    conflict_resolution: str | None = None,
 ) -> tuple[Any, dict[str, Any], str]:
     """One companion file parsed (or its defaults), its raw data and where it came from."""
     data: Any = {}
@@ -272,6 +287,7 @@ def _load_part(
         top,
         sync_interval=sections["sync"].sync_interval,
         health_check_interval=sections["monitoring"].health_check_interval,
+        conflict_resolution=conflict_resolution,
     )
     errors.extend(r.errors)
     return part, top, source
@@ -352,3 +368,33 @@ def _reconcile_security(
             else:
                 updates[section] = rebuild(edge_value)
     return dataclasses.replace(detail, **updates) if updates else detail
+
+
+def _reconcile_api_tls(
+    names: tuple[str, str],
+    edge_raw: dict[str, Any],
+    api: ApiConfig,
+    security: SecurityConfig,
+    errors: list[ConfigError],
+) -> ApiConfig:
+    """``api.tls`` unset follows the authentication method: certificates need TLS.
+
+    A client certificate can only be presented over TLS, so ``method: certificate`` serves
+    the API over TLS unless ``api.tls`` says otherwise, and then it is an error: with plain
+    HTTP and certificates only, nobody could call the API at all.
+    """
+    edge_file, security_file = names
+    method = security.access_control.authentication.method
+    if _get(edge_raw, "api", "tls") is _ABSENT:
+        return dataclasses.replace(api, tls=method == "certificate")
+    if method == "certificate" and not api.tls:
+        errors.append(
+            ConfigError(
+                f"is false but {security_file} sets access_control.authentication.method: "
+                "certificate, and client certificates need TLS; set api.tls: true, or "
+                "method: token (bearer tokens) or any (either)",
+                file=edge_file,
+                path="api.tls",
+            )
+        )
+    return api

@@ -8,7 +8,6 @@ all through one ``Reader`` so every error in the file is reported together.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,12 +57,6 @@ class StorageConfig:
     backup_keep: int = 7
     root: str | None = None
 
-    def database_path(self, data_dir: str | os.PathLike[str]) -> str:
-        """The database file: ``path`` when set, else ``<data_dir>/meta-agent-edge.db``."""
-        if self.path is not None:
-            return self.path
-        return os.path.join(os.fspath(data_dir), DEFAULT_DB_NAME)
-
 
 @dataclass(frozen=True)
 class SecuritySettings:
@@ -71,7 +64,9 @@ class SecuritySettings:
 
     encryption_enabled: bool = True
     key_rotation_interval: float = 30 * DAY
-    secure_boot: bool = True
+    # False by default: a source run has no verified boot chain. The signed gateway binary's
+    # `edge-min init` writes true (edge_min/security/boot.py, docs/security.md).
+    secure_boot: bool = False
     attestation_enabled: bool = True
 
 
@@ -99,6 +94,16 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    """``update:`` (extension): how a new version on trial in an A/B slot is judged."""
+
+    # Health must have passed this long without a break before a trial slot is committed.
+    commit_after: float = 60.0
+    # A start of a trial slot that has not committed by then counts as a failed start.
+    health_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class Includes:
     """``includes:`` (extension): the other config files, as written (None: look beside)."""
 
@@ -107,7 +112,16 @@ class Includes:
     security: str | None = None
 
 
-EDGE_KEYS = ("runtime", "sync", "storage", "security", "monitoring", "api", "includes")
+EDGE_KEYS = (
+    "runtime",
+    "sync",
+    "storage",
+    "security",
+    "monitoring",
+    "api",
+    "update",
+    "includes",
+)
 _RUNTIME_KEYS = (
     "mode",
     "max_concurrent_workflows",
@@ -130,6 +144,7 @@ _MONITORING_KEYS = (
     "resource_check_interval",
 )
 _API_KEYS = ("host", "port", "health_open", "max_request_bytes", "tls")
+_UPDATE_KEYS = ("commit_after", "health_timeout")
 _INCLUDE_KEYS = ("sync", "monitoring", "security")
 
 
@@ -236,6 +251,23 @@ def parse_api(r: Reader, data: dict[str, Any]) -> ApiConfig:
         max_request_bytes=r.size(d, "max_request_bytes", p, dflt.max_request_bytes, minimum=1),
         tls=r.boolean(d, "tls", p, dflt.tls),
     )
+
+
+def parse_update(r: Reader, data: dict[str, Any]) -> UpdateConfig:
+    """The ``update:`` section (extension): the A/B trial's commit and start timeouts."""
+    d = r.section(data, "update", "", _UPDATE_KEYS)
+    p = "update"
+    dflt = UpdateConfig()
+    commit_after = r.duration(d, "commit_after", p, dflt.commit_after)
+    health_timeout = r.duration(d, "health_timeout", p, dflt.health_timeout)
+    if health_timeout <= commit_after:
+        r.fail(
+            join(p, "health_timeout"),
+            f"must be longer than update.commit_after ({commit_after:g}s), or no trial can "
+            "ever commit; raise it",
+            health_timeout,
+        )
+    return UpdateConfig(commit_after=commit_after, health_timeout=health_timeout)
 
 
 def parse_includes(r: Reader, data: dict[str, Any]) -> Includes:

@@ -1,8 +1,9 @@
 """edge-security.yaml: encryption, access control, attestation and tamper detection.
 
 Mirrors the spec file key for key. Relative certificate paths are resolved against the file's
-folder. ``attestation.method`` accepts ``remote`` (the spec's, needs ``server``) and ``local``
-(an extension: measure and compare on the device, no server).
+folder. ``attestation.method`` accepts ``remote`` (the spec's: quotes to a server) and ``local``
+(an extension: measure and compare on the device, no server). ``attestation.server`` null (the
+default) means the sync central (``sync.central_url``), reached like sync.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from edge_min.config.runtime import DAY, check_url
 
 ALGORITHMS = ("AES-256-GCM",)
 TLS_PROTOCOLS = ("TLS 1.3", "TLS 1.2")
-AUTH_METHODS = ("certificate", "token")
+AUTH_METHODS = ("certificate", "token", "any")
 POLICIES = ("deny", "allow")
 PERMISSIONS = ("read", "write", "execute", "configure")
 ATTESTATION_METHODS = ("remote", "local")
@@ -54,9 +55,14 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class AuthenticationConfig:
-    """``access_control.authentication``: how callers prove who they are."""
+    """``access_control.authentication``: how callers of the local API prove who they are.
 
-    method: str = "certificate"
+    ``certificate``: client certificates only (the API serves TLS; the spec's value, which
+    needs the device's certificate files); ``token``: bearer tokens only (the default, so a
+    first start needs no certificates); ``any``: either.
+    """
+
+    method: str = "token"
     token_expiry: float = DAY
     # extension: client certificate CN -> role, for callers of the local API over TLS
     certificate_roles: dict[str, str] = field(default_factory=dict)
@@ -101,12 +107,15 @@ class AccessControlConfig:
 
 @dataclass(frozen=True)
 class AttestationConfig:
-    """``attestation:``: proving the device's integrity, every ``interval`` seconds."""
+    """``attestation:``: proving the device's integrity, every ``interval`` seconds.
+
+    ``server`` None: the sync central (``sync.central_url``), with sync's TLS and identity.
+    """
 
     enabled: bool = True
     method: str = "remote"
     interval: float = DAY
-    server: str | None = "https://attestation.meta-agent.example.com"
+    server: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,8 +267,12 @@ def _attestation(r: Reader, data: dict[str, Any]) -> AttestationConfig:
         interval=r.duration(d, "interval", p, dflt.interval),
         server=server,
     )
-    if cfg.enabled and cfg.method == "remote" and not cfg.server:
-        r.fail(join(p, "server"), "is required when attestation is enabled with method remote")
+    if cfg.method == "local" and cfg.server:
+        r.fail(
+            join(p, "server"),
+            "is only used with method remote; remove it, or set method: remote",
+            cfg.server,
+        )
     return cfg
 
 

@@ -2,7 +2,9 @@
 
 The four syncable entities are the spec's tables: workflows, workflow_executions, agents,
 agent_executions. An entity the file does not name keeps the spec's policy for it; an entity
-missing from ``schedule`` is synced every ``sync.sync_interval`` of edge-config.yaml.
+missing from ``schedule`` is synced every ``sync.sync_interval`` of edge-config.yaml, and an
+entity without its own ``conflict_resolution`` takes edge-config.yaml's
+``sync.conflict_resolution`` when that file sets one (else the spec's policy for it).
 ``network.max_bandwidth`` is bytes per second (``1MB`` = 1,048,576 B/s); 0 means unlimited.
 """
 
@@ -89,24 +91,36 @@ _NETWORK_KEYS = ("max_bandwidth", "compression", "encryption")
 
 
 def parse_sync_config(
-    r: Reader, data: dict[str, Any], sync_interval: float | None = None
+    r: Reader,
+    data: dict[str, Any],
+    sync_interval: float | None = None,
+    conflict_resolution: str | None = None,
 ) -> SyncConfig:
-    """Read sync-config.yaml's data; ``sync_interval`` fills entities missing from schedule."""
+    """Read sync-config.yaml's data; ``sync_interval`` fills entities missing from schedule,
+    and ``conflict_resolution`` (edge-config.yaml's ``sync.conflict_resolution``, when that
+    file sets it) is the policy of every entity that does not set its own."""
     r.check_keys(data, "", SYNC_FILE_KEYS)
     top = r.section(data, "sync", "", SYNC_KEYS)
     return SyncConfig(
-        entities=_entities(r, top),
+        entities=_entities(r, top, conflict_resolution),
         schedule=_schedule(r, top, sync_interval),
         retry=_retry(r, top),
         network=_network(r, top),
     )
 
 
-def _entities(r: Reader, top: dict[str, Any]) -> dict[str, EntitySync]:
+def _entities(
+    r: Reader, top: dict[str, Any], conflict_resolution: str | None
+) -> dict[str, EntitySync]:
     path = "sync.entities"
     given = r.mapping(top.get("entities"), path)
     r.check_keys(given, path, ENTITIES)
     out = default_entities()
+    if conflict_resolution is not None:
+        out = {
+            name: EntitySync(e.priority, conflict_resolution, e.batch_size)
+            for name, e in out.items()
+        }
     for name, raw in given.items():
         if name not in ENTITIES:
             continue

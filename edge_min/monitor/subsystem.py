@@ -172,31 +172,27 @@ def _print_health(view: dict[str, Any]) -> None:
 
 def health_command(ctx: CommandContext) -> int:
     """Print each health check's result; exit 1 when unhealthy."""
-    import urllib.error
-    import urllib.request
-
     from edge_min.errors import UsageError
+    from edge_min.security.local import LocalApiError, call_local_api
 
     config, paths = ctx.context()
     with ctx.holding() as here:
         if here:  # no runtime: open the data directory and run the checks once here
-            with ctx.opened() as runtime:
+            with ctx.opened(syncing=True) as runtime:  # the sync check is one of them
                 runtime.monitor.collect()
                 runtime.monitor.run_due_checks()
                 view = dict(runtime.monitor.status())
                 view["health"] = view["status"]
     if not here:
         base = ctx.running_url() or f"http://{config.api.host}:{config.api.port}"
-        url = base + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                view = json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            view = json.loads(err.read() or b"{}")
-        except OSError as exc:
-            raise UsageError(
-                f"the runtime holds {paths.root} but {url} did not answer: {exc}"
-            ) from exc
+            view = call_local_api(config, paths.root, base, "GET", "/health")
+        except LocalApiError as exc:
+            if exc.answer is None:
+                raise UsageError(
+                    f"the runtime holds {paths.root} but {base}/health did not answer: {exc}"
+                ) from exc
+            view = exc.answer  # 503 while unhealthy, with the checks
     if ctx.args.json:
         print(json.dumps(view, indent=2, sort_keys=True, default=str))
     else:

@@ -12,12 +12,22 @@ The core never forks, signals or reads ``/proc`` itself; it asks a ``Platform``:
   ``ServiceReply`` (the worker's answer, or how it ended); ``stop()`` ends it. The
   protocol is in ``edge_min.platform.worker``, the POSIX side in
   ``edge_min.platform.service``.
+- ``runs_commands`` says whether ``spawn_worker`` can start a program (``argv``): a
+  ``command`` agent is refused when it is added on a host that cannot (a browser tab).
 - ``new_lock()`` gives a mutex for callers outside this package, which may not import
   ``threading`` themselves.
+- ``boot_chain()`` gives a ``BootChain`` (``edge_min.platform.boot``): whether a signed
+  launcher or UEFI Secure Boot verified how this process started, and what is missing;
+  ``security.secure_boot`` acts on it (``edge_min.security.boot``).
 - ``resources(data_path)`` gives the monitor's ``ResourceReader`` for this host:
   ``read(now)`` is one sample of host metrics (names in ``RESOURCE_METRICS``, the data
   volume measured at ``data_path``), leaving out whatever the host cannot tell.
   ``edge_min.platform.procfs`` reads them on Linux; ``NoResources`` reads nothing.
+- ``boot_facts()`` gives the kernel command line, Secure Boot state, IMA log summary and
+  TPM presence for remote attestation (``edge_min.platform.boot``; nothing in a browser).
+- ``hardware_facts()`` gives the facts that identify the machine (machine-id, DMI product
+  and serial, CPU model, MAC addresses), for the tamper check's hardware fingerprint; a
+  fact the host cannot read is left out.
 
 ``get_platform()`` picks one lazily and caches it:
 
@@ -38,7 +48,10 @@ import sys
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edge_min.platform.boot import BootChain
 
 __all__ = [
     "RESOURCE_METRICS",
@@ -219,6 +232,8 @@ class Platform(Protocol):
     """What the core needs from the host: isolated workers and resource readings."""
 
     name: str
+    #: Whether ``spawn_worker`` can run an ``argv`` (a ``command`` agent) here.
+    runs_commands: bool
 
     @property
     def cpu_limit_mode(self) -> str:
@@ -237,8 +252,19 @@ class Platform(Protocol):
         """The monitor's reader of this host; ``data_path`` is on the volume to measure."""
         ...
 
+    def hardware_facts(self) -> dict[str, str]:
+        """Identifying facts of the machine by name (``machine_id``, ``cpu_model``, ...)."""
+        ...
+
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         """Whether a TCP connection to host:port opens within ``timeout`` (the link probe)."""
+        ...
+
+    def boot_facts(self) -> Mapping[str, Any]:
+        """Kernel and boot facts for attestation (``edge_min.platform.boot``); None if unread."""
+
+    def boot_chain(self) -> BootChain:
+        """What verified how this process started (signed launcher, UEFI Secure Boot)."""
         ...
 
 

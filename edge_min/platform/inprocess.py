@@ -11,7 +11,8 @@ handler is called for each request, with the same frames as a persistent POSIX w
 (``edge_min.platform.worker``), again without limits or timeouts.
 
 ``resources()`` gives ``NoResources``: a tab sees no host CPU, memory or disk, so the
-monitor's samples carry the runtime's own metrics only.
+monitor's samples carry the runtime's own metrics only. ``boot_chain()`` is unverifiable, so
+``security.secure_boot: true`` is a startup error here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_min.errors import AgentError
 from edge_min.platform import NoResources, ServiceReply, WorkerResult, WorkerSpec
+
+if TYPE_CHECKING:
+    from edge_min.platform.boot import BootChain
 
 
 class InProcessHandle:
@@ -126,6 +130,7 @@ class InProcessPlatform:
     """Runs ``python`` agents in the calling interpreter, without isolation (Pyodide)."""
 
     name = "inprocess"
+    runs_commands = False
 
     @property
     def cpu_limit_mode(self) -> str:
@@ -151,6 +156,33 @@ class InProcessPlatform:
     def resources(self, data_path: str) -> NoResources:
         """Nothing to read without a host OS view: samples carry runtime metrics only."""
         return NoResources()
+
+    def boot_facts(self) -> dict[str, Any]:
+        """No kernel to look at from here: every fact unknown."""
+        return {"cmdline": None, "kernel": None, "secure_boot": None, "ima": None, "tpm": None}
+
+    def boot_chain(self) -> BootChain:
+        """Unverifiable: a browser tab cannot see how its host booted."""
+        from edge_min.platform.boot import BootChain
+
+        return BootChain(
+            missing=(
+                "no boot chain to verify (in-process platform: a browser tab cannot see "
+                "how its host booted)",
+            )
+        )
+
+    def hardware_facts(self) -> dict[str, str]:
+        """What this interpreter can tell of its machine: the OS name and the machine type.
+
+        ``os.uname()``, not ``platform.platform()``: that one asks a ``uname -p`` subprocess
+        for the processor, and there are no processes here. The OS release is left out, so
+        an upgrade of the interpreter (Pyodide's Emscripten) is not seen as new hardware.
+        """
+        if not hasattr(os, "uname"):
+            return {}
+        uname = os.uname()
+        return {"system": uname.sysname, "machine": uname.machine}
 
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         """No sockets here: the host page (or its shim) tells us; assume the link is up."""

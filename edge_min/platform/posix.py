@@ -17,7 +17,7 @@ new session (its own process group), cwd = the agent's work directory, env = ``s
   throttling, but ``nice +10`` and ``RLIMIT_CPU = ceil(max_cpu * timeout)`` CPU seconds,
   so a worker that burns more than its share over the whole step is stopped (SIGXCPU).
   The worker joins its cgroup itself, before running agent code; the cgroup is removed
-  (and anything left in it killed) when the worker ends.
+  (and anything left in it killed) when the worker ends (``edge_min.platform.cgroups``).
 - **storage** (``max_storage``): ``RLIMIT_FSIZE = max_storage`` (no single file may
   outgrow the quota) plus a watchdog that sums the apparent size of the work directory
   every ``poll_interval`` (backing off when the walk is slow) and kills the worker once
@@ -47,23 +47,22 @@ import signal
 import subprocess
 import sys
 import time
-from itertools import count
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_min.platform import NoResources, ResourceReader, WorkerResult, WorkerSpec
+from edge_min.platform.cgroups import CgroupCpu
 from edge_min.platform.procfs import ProcfsResources
 from edge_min.platform.worker import command as worker_command
 
 if TYPE_CHECKING:
+    from edge_min.platform.boot import BootChain
     from edge_min.platform.service import PosixService
 
-CPU_PERIOD_US = 100_000
 STDERR_TAIL = 64 * 1024
 # A worker that exits while a stray grandchild holds its pipes open gets this long to drain.
 _DRAIN_GRACE = 0.5
 _NICE_FALLBACK = 10
-_serial = count(1)
 
 
 def directory_size(path: str) -> int:
@@ -85,164 +84,6 @@ def directory_size(path: str) -> int:
         except OSError:
             continue
     return total
-
-
-def _mounts() -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) for every mount, from /proc/self/mountinfo."""
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                fields, tail = left.split(), right.split()
-                if len(fields) >= 5 and len(tail) >= 3:
-                    found.append((fields[4], tail[0], tail[2]))
-    except OSError:
-        pass
-    return found
-
-
-class CgroupCpu:
-    """Per-worker child cgroups carrying a CPU quota, under one parent directory."""
-
-    def __init__(self, version: int, parent: str) -> None:
-        self.version = version
-        self.parent = parent
-
-    @property
-    def mode(self) -> str:
-        """``cgroup2`` or ``cgroup1``."""
-        return f"cgroup{self.version}"
-
-    @classmethod
-    def probe(cls, parent: str | None = None) -> CgroupCpu | None:
-        """A usable CPU cgroup parent here, or ``None`` (not writable, no cpu controller)."""
-        candidates: list[tuple[int, str]] = []
-        if parent:
-            version = 2 if os.path.exists(os.path.join(parent, "cgroup.controllers")) else 1
-            if not os.path.exists(parent):
-                up = os.path.dirname(parent.rstrip("/"))
-                version = 2 if os.path.exists(os.path.join(up, "cgroup.controllers")) else 1
-            candidates.append((version, parent))
-        else:
-            for mount, fstype, options in _mounts():
-                if fstype == "cgroup2":
-                    candidates.insert(0, (2, os.path.join(mount, "edge_min")))
-                elif fstype == "cgroup" and "cpu" in options.split(","):
-                    candidates.append((1, os.path.join(mount, "edge_min")))
-        for version, path in candidates:
-            cg = cls(version, path)
-            try:
-                if cg._prepare():
-                    cg._sweep()
-                    return cg
-            except OSError:
-                continue
-        return None
-
-    def _prepare(self) -> bool:
-        os.makedirs(self.parent, exist_ok=True)
-        if self.version == 1:
-            return os.access(os.path.join(self.parent, "cpu.cfs_quota_us"), os.W_OK)
-        controllers = Path(self.parent, "cgroup.controllers").read_text().split()
-        if "cpu" not in controllers:
-            up = Path(os.path.dirname(self.parent.rstrip("/")), "cgroup.subtree_control")
-            if "cpu" not in up.read_text().split():
-                up.write_text("+cpu")
-        control = Path(self.parent, "cgroup.subtree_control")
-        if "cpu" not in control.read_text().split():
-            control.write_text("+cpu")
-        return "cpu" in control.read_text().split()
-
-    def _sweep(self) -> None:
-        # Empty worker cgroups left by a runtime that was killed; busy ones refuse rmdir.
-        # Only those whose creating process (the pid in the name) is gone: a live runtime's
-        # fresh cgroup is empty for a moment before its worker joins it. A pid means
-        # something only in its own pid namespace (a container or chroot test root shares
-        # this cgroup tree with the host), so only names from this namespace are judged.
-        mine = _pid_namespace()
-        for entry in os.scandir(self.parent):
-            if not (entry.is_dir() and entry.name.startswith("w-")):
-                continue
-            namespace, owner = _owner_of(entry.name)
-            if namespace != mine:
-                continue
-            if owner.isdigit() and _alive(int(owner)):
-                continue
-            # Its runtime is gone: kill any worker it left behind, then remove the cgroup.
-            with contextlib.suppress(OSError):
-                self.remove(entry.path)
-
-    def create(self, name: str, max_cpu: float) -> str:
-        """A new child cgroup limited to ``max_cpu`` cores; returns its directory.
-
-        Named ``w-<agent>-<pid namespace>-<pid>-<serial>``, so a sweep knows whose it is.
-        """
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-        path = os.path.join(
-            self.parent, f"w-{safe}-{_pid_namespace()}-{os.getpid()}-{next(_serial)}"
-        )
-        os.mkdir(path)
-        quota = max(1000, int(max_cpu * CPU_PERIOD_US))
-        try:
-            if self.version == 2:
-                Path(path, "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
-            else:
-                Path(path, "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-                Path(path, "cpu.cfs_quota_us").write_text(str(quota))
-        except OSError:
-            os.rmdir(path)
-            raise
-        return path
-
-    def remove(self, path: str) -> None:
-        """Kill whatever is still in the cgroup, then delete it."""
-        kill_file = Path(path, "cgroup.kill")
-        for _ in range(50):
-            try:
-                if kill_file.exists():
-                    kill_file.write_text("1")
-                else:
-                    for pid in Path(path, "cgroup.procs").read_text().split():
-                        _signal_pid(int(pid))
-                os.rmdir(path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.01)
-
-
-def _pid_namespace() -> str:
-    """This process's pid namespace as ``ns<inode>`` (``ns0`` where /proc can't tell)."""
-    try:
-        return "ns" + str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "ns0"
-
-
-def _owner_of(name: str) -> tuple[str, str]:
-    """(pid namespace, pid) from a worker cgroup's name; ("", "") if it is not ours."""
-    parts = name.rsplit("-", 3)
-    if len(parts) == 4 and parts[1].startswith("ns"):
-        return parts[1], parts[2]
-    return "", ""
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 class PosixWorkerHandle:
@@ -419,6 +260,7 @@ class PosixPlatform:
     """The platform for CPython on Linux and other POSIX hosts."""
 
     name = "posix"
+    runs_commands = True
 
     def __init__(
         self,
@@ -599,6 +441,24 @@ class PosixPlatform:
         if ProcfsResources.available(self.proc_root):
             return ProcfsResources(data_path, proc_root=self.proc_root, sys_root=self.sys_root)
         return NoResources()
+
+    def boot_facts(self) -> dict[str, Any]:
+        """/proc/cmdline, Secure Boot, IMA log summary, TPM (``platform.boot_facts``)."""
+        from edge_min.platform.boot_facts import read_boot_facts
+
+        return read_boot_facts(self.proc_root, self.sys_root)
+
+    def boot_chain(self) -> BootChain:
+        """The signed launcher's claim (in the compiled program) and UEFI Secure Boot."""
+        from edge_min.platform.boot import this_process_boot_chain
+
+        return this_process_boot_chain(self.sys_root)
+
+    def hardware_facts(self) -> dict[str, str]:
+        """machine-id, DMI product and serial, CPU model, MACs (``read_hardware_facts``)."""
+        from edge_min.platform.procfs import read_hardware_facts
+
+        return read_hardware_facts(self.proc_root, self.sys_root)
 
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         """Whether a TCP connection to host:port opens within ``timeout``."""

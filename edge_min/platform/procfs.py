@@ -8,6 +8,10 @@ gives one sample of the monitor's host metrics; rates (CPU busy %, network bytes
 second) come from the difference with the previous sample, so the first sample has none.
 Battery metrics are absent (not 0) when ``/sys/class/power_supply`` has no battery. A
 metric whose source is unreadable is left out of the sample rather than reported as 0.
+
+``read_hardware_facts`` gives the tamper check's hardware fingerprint sources: machine-id,
+DMI product name and serial (the serial is root-only on most hosts: absent when
+unreadable), the CPU model and each network interface's MAC address but loopback's.
 """
 
 from __future__ import annotations
@@ -218,3 +222,45 @@ class ProcfsResources:
             "network_rx_bytes_per_second": round((rx - before[1]) / dt, 2),
             "network_tx_bytes_per_second": round((tx - before[2]) / dt, 2),
         }
+
+
+def read_hardware_facts(
+    proc_root: str | Path = "/proc", sys_root: str | Path = "/sys", etc_root: str | Path = "/etc"
+) -> dict[str, str]:
+    """The machine's identifying facts by name; a fact that cannot be read is left out."""
+    facts: dict[str, str] = {}
+
+    def put(name: str, path: Path) -> None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            value = path.read_text().strip()
+            if value:
+                facts[name] = value
+
+    put("machine_id", Path(etc_root) / "machine-id")
+    dmi = Path(sys_root) / "class" / "dmi" / "id"
+    put("dmi_product_name", dmi / "product_name")
+    put("dmi_product_serial", dmi / "product_serial")
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        model = parse_cpu_model((Path(proc_root) / "cpuinfo").read_text())
+        if model:
+            facts["cpu_model"] = model
+    net = Path(sys_root) / "class" / "net"
+    with contextlib.suppress(OSError):
+        for iface in sorted(os.listdir(net)):
+            if iface != "lo":
+                put(f"mac:{iface}", net / iface / "address")
+    return facts
+
+
+def parse_cpu_model(text: str) -> str | None:
+    """The first ``model name`` (x86) or ``Model``/``Hardware`` (ARM) of /proc/cpuinfo."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if sep and key in ("model name", "model", "hardware", "cpu model") and key not in found:
+            found[key] = value.strip()
+    for key in ("model name", "cpu model", "model", "hardware"):
+        if found.get(key):
+            return found[key]
+    return None

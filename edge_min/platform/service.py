@@ -38,7 +38,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge_min.platform import ServiceReply, WorkerResult, WorkerSpec
-from edge_min.platform.posix import STDERR_TAIL, CgroupCpu, directory_size
+from edge_min.platform.cgroups import CgroupCpu
+from edge_min.platform.posix import STDERR_TAIL, directory_size
 
 _HEADER = struct.Struct("!I")
 #: How long ``stop()`` lets a worker exit on its own after its input is closed.

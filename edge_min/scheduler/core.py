@@ -204,7 +204,8 @@ class Scheduler:
         first: float | int | str | None = None,
         now: float | None = None,
     ) -> Job:
-        """Run ``fn`` every ``every`` seconds; the first run ``first`` seconds from now."""
+        """Run ``fn`` every ``every`` seconds; the first run ``first`` seconds from now (at the
+        latest, also after a restart whose stored slot is later: ``first=0`` runs at start)."""
         job = self._new_job(name, KIND_INTERVAL, fn, priority, jitter, pool, catch_up)
         job.every = _seconds(every, "every", name)
         if job.every <= 0:
@@ -226,8 +227,10 @@ class Scheduler:
         if state is not None and state.next_run_at is not None:
             # Stored wall time survives a reboot; a slot in the past makes the job due now
             # and the usual catch-up applies. A far-future slot (the interval was shortened
-            # since) is clamped.
-            job.scheduled = min(state.next_run_at - self._offset, now + job.every)
+            # since) is clamped, and so is one later than an explicit ``first``: the monitor's
+            # checks (first=0) must run at every start, or /health says "starting" for up to
+            # their interval after a restart and an A/B trial cannot commit.
+            job.scheduled = min(state.next_run_at - self._offset, now + delay)
             job.last_run_at = state.last_run_at
         self._schedule(job, job.scheduled)
         self._jobs[name] = job

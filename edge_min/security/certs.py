@@ -67,27 +67,9 @@ def init_certs(
     ``central_key``, ``device_cert``, ``device_key``. Refuses (CertificateError, nothing
     written) if any of them exists, unless ``force``.
     """
-    _check_device_id(device_id)
-    _check_days(days)
-    hosts = _central_names(central_host)
     folder = Path(directory)
     paths = {name: folder / file for name, file in FILES.items()}
-    _refuse_existing(list(paths.values()), force)
-    ca_key, ca_cert = _make_ca(days)
-    central_key, central_cert = _make_leaf(
-        ca_key, ca_cert, CENTRAL_NAME, "central", hosts, server=True, client=False, days=days
-    )
-    device_key, device_cert = _make_leaf(
-        ca_key, ca_cert, device_id, "device", _device_names(device_id), True, True, days
-    )
-    _ensure_dir(folder)
-    _write(paths["ca_key"], _key_pem(ca_key), secret=True)
-    _write(paths["ca_cert"], _cert_pem(ca_cert))
-    _write(paths["central_key"], _key_pem(central_key), secret=True)
-    _write(paths["central_cert"], _cert_pem(central_cert))
-    _write(paths["device_key"], _key_pem(device_key), secret=True)
-    _write(paths["device_cert"], _cert_pem(device_cert))
-    return paths
+    return _make_bundle(paths, device_id, central_host, days, force)
 
 
 def issue_device_cert(
@@ -127,6 +109,83 @@ def issue_device_cert(
     _write(paths["device_key"], _key_pem(key), secret=True)
     _write(paths["device_cert"], _cert_pem(cert))
     return paths
+
+
+def init_for_config(
+    communication: Any,
+    *,
+    device_id: str,
+    central_host: str = "127.0.0.1",
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Make the files ``encryption.communication`` names: a development CA at ``ca_path``
+    (its key ``ca.key`` beside it, to issue more), the device certificate and key at
+    ``certificate_path``/``key_path`` and a central certificate beside the CA.
+
+    Refuses (CertificateError, nothing written) when a path is not set or a file exists,
+    unless ``force``. Returns the paths keyed as ``init_certs`` does.
+    """
+    named = {
+        "device_cert": communication.certificate_path,
+        "device_key": communication.key_path,
+        "ca_cert": communication.ca_path,
+    }
+    unset = [k for k, v in named.items() if not v]
+    if unset:
+        keys = {"device_cert": "certificate_path", "device_key": "key_path", "ca_cert": "ca_path"}
+        raise CertificateError(
+            "encryption.communication."
+            + ", ".join(keys[k] for k in unset)
+            + " not set: say where the files go, then run this again"
+        )
+    ca_dir = Path(named["ca_cert"]).parent
+    paths = {k: Path(v) for k, v in named.items()}
+    for name in ("ca_key", "central_cert", "central_key"):
+        paths[name] = ca_dir / FILES[name]
+    return _make_bundle(paths, device_id, central_host, days, force)
+
+
+def _make_bundle(
+    paths: dict[str, Path], device_id: str, central_host: str, days: int, force: bool
+) -> dict[str, Path]:
+    """Make a CA, a central and a device certificate and write them to ``paths`` (keyed as
+    ``FILES``); nothing is written if an input is bad or a file exists without ``force``."""
+    _check_device_id(device_id)
+    _check_days(days)
+    hosts = _central_names(central_host)
+    _refuse_existing(list(paths.values()), force)
+    ca_key, ca_cert = _make_ca(days)
+    central_key, central_cert = _make_leaf(
+        ca_key, ca_cert, CENTRAL_NAME, "central", hosts, server=True, client=False, days=days
+    )
+    device_key, device_cert = _make_leaf(
+        ca_key, ca_cert, device_id, "device", _device_names(device_id), True, True, days
+    )
+    for folder in {path.parent for path in paths.values()}:
+        _ensure_dir(folder)
+    _write(paths["ca_key"], _key_pem(ca_key), secret=True)
+    _write(paths["ca_cert"], _cert_pem(ca_cert))
+    _write(paths["central_key"], _key_pem(central_key), secret=True)
+    _write(paths["central_cert"], _cert_pem(central_cert))
+    _write(paths["device_key"], _key_pem(device_key), secret=True)
+    _write(paths["device_cert"], _cert_pem(device_cert))
+    return paths
+
+
+def certificate_cn(path: str | os.PathLike[str] | None) -> str | None:
+    """The CN of the PEM certificate at ``path``; None when absent, unreadable or without one.
+
+    Read with ``edge_min.security.pkix``'s DER reader, so it needs no ``cryptography`` (the
+    gateway binary names itself and its own admin certificate by it)."""
+    from edge_min.security.pkix import PkixError, parse_certificate
+
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        return parse_certificate(Path(path).read_bytes()).common_name
+    except (OSError, PkixError):
+        return None
 
 
 # -- the CLI: `edge-min certs init DIR [--device-id ID] [--central-host H] [--days N] [--force]`

@@ -24,7 +24,11 @@ def create_key_file(path: str | os.PathLike[str], nbytes: int) -> bytes:
     _write_new(tmp, key)
     try:
         # link() fails if the key appeared meanwhile, so a key once used is never replaced.
-        os.link(tmp, p)
+        # Some hosts have no link() at all (Emscripten's file systems, under Pyodide).
+        link = getattr(os, "link", None)
+        if link is None:
+            raise OSError("no hard links on this host")
+        link(tmp, p)
     except FileExistsError:
         return p.read_bytes()
     except OSError:

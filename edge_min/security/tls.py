@@ -33,7 +33,10 @@ SECURITY_FILE = "edge-security.yaml"
 COMM = "encryption.communication"
 # Forward-secret AEAD suites only, for the TLS 1.2 fallback (TLS 1.3 suites are all AEAD).
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-_FIX_CERTS = "make development certificates with `edge-min certs init DIR`"
+_FIX_CERTS = (
+    "make them where the config names them with `edge-min init --security` (a development "
+    "CA, device certificate and key; a fleet uses its own PKI)"
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -124,7 +127,7 @@ def context_from_config(
         value = getattr(comm, key)
         if not value:
             raise ConfigError(
-                f"is not set; TLS needs it ({_FIX_CERTS} and point {key} at the {arg} file), "
+                f"is not set; TLS needs it (point {key} at the {arg} file, then {_FIX_CERTS}), "
                 f"or set {COMM}.enabled: false to go without TLS",
                 file=where,
                 path=f"{COMM}.{key}",
@@ -301,7 +304,8 @@ def _must_exist(path: PathLike, what: str, where: tuple[str, str] | None, arg: s
     file, key = where if where is not None else (None, arg)
     problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
     raise ConfigError(
-        f"the {what} file {os.fspath(path)} {problem}; {_FIX_CERTS} and point {key} at it",
+        f"the {what} file {os.fspath(path)} {problem}; {_FIX_CERTS}, or point {key} at an "
+        "existing file",
         file=file,
         path=key,
         value=os.fspath(path),

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_min.clock import Clock
-from edge_min.store.base import Ge, Gt, IsNull, Le, Lt, Ne, NotNull, Storage
+from edge_min.store.base import Ge, Gt, IsNull, Le, Lt, Ne, NotNull, NotPrefix, Prefix, Storage
 from edge_min.store.memory import MemoryStore
 from edge_min.store.repos import ChangeRecorder, ChangeRecorderFactory, Store
+from edge_min.store.sealed import FieldCipher, FieldCipherFactory
 
 if TYPE_CHECKING:
     from edge_min.store.migrations import Migration
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ChangeRecorder",
     "ChangeRecorderFactory",
+    "FieldCipher",
+    "FieldCipherFactory",
     "Ge",
     "Gt",
     "IsNull",
@@ -33,6 +36,8 @@ __all__ = [
     "MemoryStore",
     "Ne",
     "NotNull",
+    "NotPrefix",
+    "Prefix",
     "Storage",
     "Store",
     "open_sqlite",
@@ -48,8 +53,9 @@ def open_sqlite(
     lock_retries: int | None = None,
     migrations: Sequence[Migration] | None = None,
     clock: Clock | None = None,
+    secure_delete: bool = False,
 ) -> Storage:
-    """The bare SQLite backend at ``path`` (created and migrated if needed)."""
+    """The bare SQLite backend at ``path`` (created 0600 and migrated if needed)."""
     from edge_min.store import sqlite as backend
 
     if str(path) not in ("", ":memory:"):
@@ -63,6 +69,7 @@ def open_sqlite(
         lock_retries=backend.DEFAULT_LOCK_RETRIES if lock_retries is None else lock_retries,
         migrations=migrations,
         clock=clock,
+        secure_delete=secure_delete,
     )
 
 
@@ -75,12 +82,15 @@ def open_store(
     lock_retries: int | None = None,
     migrations: Sequence[Migration] | None = None,
     changes: ChangeRecorderFactory | None = None,
+    cipher: FieldCipherFactory | None = None,
 ) -> Store:
     """A ``Store`` on the SQLite database at ``path`` (``":memory:"`` for a throwaway one).
 
     ``changes`` makes the recorder that logs writes of the synced tables for sync
     (``edge_min.sync.tracker.ChangeTracker``); without one nothing is logged, which suits
-    read-only commands and tests of the store alone.
+    read-only commands and tests of the store alone. ``cipher`` seals the payload columns at
+    rest (``edge_min.security.keyring.KeyRing.cipher``); with one, SQLite's ``secure_delete``
+    is on, so plaintext a sealing rewrite frees does not stay in free pages.
     """
     backend = open_sqlite(
         path,
@@ -89,5 +99,6 @@ def open_store(
         lock_retries=lock_retries,
         migrations=migrations,
         clock=clock,
+        secure_delete=cipher is not None,
     )
-    return Store(backend, clock, changes)
+    return Store(backend, clock, changes, cipher)

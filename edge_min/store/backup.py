@@ -4,7 +4,10 @@ Backups use SQLite's online backup API (through ``store/sqlite.py``, the only mo
 imports ``sqlite3``), so the runtime keeps writing while one is taken. Each file is named
 ``edge-<UTC timestamp>.db``; names sort by time, so rotation and "latest" need no index.
 A restore refuses a file that fails ``PRAGMA integrity_check`` or is not an edge_min database,
-and replaces the database atomically. Restore only while no store has the database open.
+and replaces the database atomically. Backups and restored files are created 0600; with
+encryption at rest a backup holds sealed values and the wrapped key ring, so it opens only
+with the device master key (``keys/storage.key``) that wrapped them. Restore only while no
+store has the database open.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def create_backup(
     """
     from edge_min.store.sqlite import SqliteStore, online_backup
 
-    backend = getattr(source, "backend", source)
+    # A Store's unsealed backend: the copy carries the sealed values and the wrapped key ring.
+    backend = getattr(source, "raw", source)
     folder = Path(root) / BACKUP_DIR
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / backup_name(now)
@@ -122,7 +126,7 @@ def restore(backup_file: str | os.PathLike[str], db_path: str | os.PathLike[str]
     (``SchemaError``) one that is not an edge_min database; the current database is then
     untouched. Close every store on ``db_path`` first.
     """
-    from edge_min.store.sqlite import missing_edge_tables
+    from edge_min.store.sqlite import create_private, missing_edge_tables
 
     src, dst = Path(backup_file), Path(db_path)
     problems = integrity_check(src)
@@ -141,6 +145,7 @@ def restore(backup_file: str | os.PathLike[str], db_path: str | os.PathLike[str]
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.restore-{uuid.uuid4().hex[:8]}.tmp")
     try:
+        create_private(tmp)  # 0600 before a byte is copied (copyfile keeps the mode)
         shutil.copyfile(src, tmp)
         _fsync_file(tmp)
         # The old database's WAL must go before the new file takes its name: SQLite would

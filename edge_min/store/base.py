@@ -8,7 +8,8 @@ Semantics every backend keeps:
 
 - ``where`` maps a column to a value (equality; ``None`` means IS NULL), a list or tuple
   (IN; an empty one matches nothing) or a comparison object (``Gt(5)``, ``Ne("x")``,
-  ``IsNull()``...). Comparisons follow SQL: a NULL column matches only ``IsNull``.
+  ``IsNull()``, ``Prefix("enc1:")``...). Comparisons follow SQL: a NULL column matches only
+  ``IsNull``.
 - ``order_by`` entries are ``"col"`` or ``"-col"`` (descending); NULLs sort first ascending.
 - Values are ``str``, ``int``, ``float``, ``bytes`` or ``None`` and must suit the column's type
   (TEXT takes ``str``; INTEGER ``int``; REAL ``int`` or ``float``); defaults are filled in on
@@ -56,6 +57,10 @@ class Cmp:
             return bool(actual != self.value)
         return bool(actual == self.value)
 
+    def param(self) -> Any:
+        """The value bound to the SQL statement's ``?``."""
+        return self.value
+
 
 class Gt(Cmp):
     """column > value."""
@@ -85,6 +90,30 @@ class Ne(Cmp):
     """column != value (a NULL column does not match, as in SQL)."""
 
     op = "!="
+
+
+class Prefix(Cmp):
+    """TEXT column starts with value (case-sensitive; the at-rest key ring counts its rows)."""
+
+    op = "GLOB"
+
+    def test(self, actual: Any) -> bool:
+        """Whether a stored text starts with the prefix (NULL never does)."""
+        return isinstance(actual, str) and actual.startswith(self.value)
+
+    def param(self) -> Any:
+        """The prefix as a GLOB pattern, its wildcard characters matched literally."""
+        return "".join(f"[{c}]" if c in "*?[" else c for c in str(self.value)) + "*"
+
+
+class NotPrefix(Prefix):
+    """TEXT column does not start with value (a NULL column does not match, as in SQL)."""
+
+    op = "NOT GLOB"
+
+    def test(self, actual: Any) -> bool:
+        """Whether a stored text does not start with the prefix (NULL never matches)."""
+        return isinstance(actual, str) and not actual.startswith(self.value)
 
 
 @dataclass(frozen=True)

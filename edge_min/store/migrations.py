@@ -135,6 +135,24 @@ CREATE TABLE sync_conflicts (
 CREATE INDEX idx_sync_conflicts_open ON sync_conflicts(entity, entity_id, resolved_at);
 """,
     ),
+    (
+        5,
+        "at-rest encryption: the key ring",
+        """
+-- Data keys of the payload columns, each wrapped (AES-256-GCM) under the device master key
+-- whose fingerprint is `master`; in the database, so a new key and the rows it encrypts
+-- commit together and a backup carries the keys its rows need. One row is `current`; older
+-- ones are `retiring` until no row uses them, then deleted.
+CREATE TABLE storage_keys (
+    id TEXT PRIMARY KEY,
+    wrapped TEXT NOT NULL,
+    master TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    retired_at REAL
+);
+""",
+    ),
 ]
 
 

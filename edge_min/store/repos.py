@@ -9,6 +9,8 @@ delete) through the store's ``ChangeRecorder``, in the same transaction as the w
 .ChangeTracker``, wired by ``edge_min.runtime.Runtime.open_store``), so the store knows
 nothing of sync. ``mark_synced`` and
 ``apply_remote`` are sync's own writes and are not logged.
+With ``Store(..., cipher=factory)`` the payload columns are sealed at rest below the
+repositories (``store.sealed.SealedStorage``), so every writer of the backend is covered.
 Timestamps come from the injected ``Clock`` as ``clock.iso`` text (sortable UTC).
 
 JSON columns are stored as compact JSON text and given/returned as Python values:
@@ -28,6 +30,7 @@ from typing import Any, ClassVar, Protocol
 from edge_min.clock import Clock, SystemClock, iso
 from edge_min.errors import NotFound, StorageError
 from edge_min.store.base import Le, Lt, Row, Storage, Where
+from edge_min.store.sealed import FieldCipher, FieldCipherFactory, SealedStorage
 from edge_min.store.tables import TABLES
 
 
@@ -532,7 +535,15 @@ class Store:
         backend: Storage,
         clock: Clock | None = None,
         changes: ChangeRecorderFactory | None = None,
+        cipher: FieldCipherFactory | None = None,
     ) -> None:
+        #: The backend as opened, without sealing (backups, the key ring's own work).
+        self.raw = backend
+        #: This connection's at-rest cipher (None: payload columns are stored as plaintext).
+        self.cipher: FieldCipher | None = None
+        if cipher is not None:
+            self.cipher = cipher(backend)
+            backend = SealedStorage(backend, self.cipher)
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
         #: The change log hook of the synced tables (None: writes are not logged for sync).

@@ -123,7 +123,7 @@ def _where_sql(where: Row) -> tuple[str, list[Any]]:
             parts.append(f"{col} IS NOT NULL")
         elif isinstance(cond, Cmp):
             parts.append(f"{col} {cond.op} ?")
-            params.append(cond.value)
+            params.append(cond.param())
         elif isinstance(cond, list):
             if not cond:
                 parts.append("0")
@@ -182,6 +182,7 @@ class SqliteStore(Storage):
         migrations: Sequence[Migration] | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        secure_delete: bool = False,
     ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -199,12 +200,15 @@ class SqliteStore(Storage):
         self._clock = clock
         self._sleep = sleep
         self._depth = 0
+        self.secure_delete = bool(secure_delete)
         self._conn: sqlite3.Connection | None = None
         try:
+            if not self.in_memory:
+                create_private(self.path)
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
         self._conn.row_factory = _dict_row
         try:
@@ -230,6 +234,10 @@ class SqliteStore(Storage):
         # foreign_keys: off by default in SQLite; without it the spec's REFERENCES are decoration
         # and an execution could point at a workflow that does not exist.
         self._execute("PRAGMA foreign_keys = ON")
+        # secure_delete: with payloads encrypted at rest, the plaintext a sealing rewrite
+        # frees must not linger in free pages or free blocks; SQLite zeroes it.
+        if self.secure_delete:
+            self._execute("PRAGMA secure_delete = ON")
 
     def _migrate(self, migrations: list[Migration]) -> None:
         self._execute(MIGRATIONS_TABLE_SQL)
@@ -528,6 +536,12 @@ class SqliteStore(Storage):
 
     # -- beyond the port -------------------------------------------------------------------
 
+    def checkpoint_truncate(self) -> None:
+        """Copy the WAL into the database and truncate it to zero bytes (drops old frames)."""
+        if self._depth:
+            raise StorageError("cannot checkpoint from inside atomic(): commit first")
+        self._execute("PRAGMA wal_checkpoint(TRUNCATE)", what="checkpoint")
+
     def backup_to(self, dest: str | os.PathLike[str]) -> None:
         """Copy a consistent snapshot of the database into ``dest`` with the backup API."""
         if self._depth:
@@ -536,9 +550,20 @@ class SqliteStore(Storage):
         _backup_connection(conn, Path(dest), lambda f: self._retry("backup", f))
 
 
+def create_private(path: str | os.PathLike[str]) -> None:
+    """Create the file at ``path`` empty with mode 0600 unless it exists (SQLite gives its
+    -wal and -shm files the database file's mode, so they are 0600 too)."""
+    try:
+        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _backup_connection(
     source: sqlite3.Connection, dest: Path, retry: Callable[[Callable[[], None]], None]
 ) -> None:
+    create_private(dest)
     target = sqlite3.connect(str(dest), isolation_level=None)
     try:
         retry(lambda: source.backup(target))
@@ -593,3 +618,44 @@ def missing_edge_tables(path: str | os.PathLike[str]) -> list[str]:
     finally:
         conn.close()
     return [t for t in ("schema_migrations", *SPEC_TABLES) if t not in found]
+
+
+def read_table(path: str | os.PathLike[str], table: str) -> list[Row] | None:
+    """Every row of ``table`` in the file at ``path``, opened read-only; None if no such table.
+
+    For looking into a backup before it is restored, without changing a byte of it.
+    """
+    table_of(table)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    conn.row_factory = _dict_row
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+        ).fetchall()
+        return conn.execute(f"SELECT * FROM {_q(table)}").fetchall() if found else None
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def applied_schema_version(path: str | os.PathLike[str]) -> int | None:
+    """The highest migration recorded in the database file at ``path``, opened read-only;
+    None if there is no such file or it has no ``schema_migrations`` (updates compare it
+    with what a version can read)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchall()
+        if not found:
+            return None
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()

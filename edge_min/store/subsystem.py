@@ -138,6 +138,7 @@ def run_backup(ctx: CommandContext) -> int:
 def run_restore(ctx: CommandContext) -> int:
     """Replace the database with a backup that passes integrity_check."""
     from edge_min.errors import RuntimeBusy
+    from edge_min.security.atrest import check_backup_keys
     from edge_min.store.backup import restore
 
     _, paths = ctx.context()
@@ -146,6 +147,8 @@ def run_restore(ctx: CommandContext) -> int:
             raise RuntimeBusy(
                 f"edge-min run (pid {ctx.holder()}) is using {paths.root}; stop it before restoring"
             )
+        # An encrypted backup is restored only if this device's master key opens its keys.
+        check_backup_keys(ctx.args.file, paths)
         restore(ctx.args.file, paths.db)
     print(f"restored {paths.db} from {ctx.args.file}")
     return 0

@@ -265,6 +265,18 @@ TABLES: dict[str, Table] = {
                 _t("resolution"),
             ),
         ),
+        # Migration 5: the at-rest key ring (edge_min.security.keyring).
+        Table(
+            "storage_keys",
+            (
+                _t("id"),
+                _tn("wrapped"),
+                _tn("master"),
+                _tn("state"),
+                Column("created_at", "REAL", True),
+                Column("retired_at", "REAL"),
+            ),
+        ),
     )
 }
 

@@ -50,19 +50,13 @@ def node_id(store: Any, security_config: Any = None) -> str:
 
 
 def _certificate_cn(security_config: Any) -> str | None:
+    from edge_min.security.certs import certificate_cn
+
     encryption = getattr(security_config, "encryption", None)
     comm = encryption.communication if encryption is not None else security_config
-    path = getattr(comm, "certificate_path", None)
-    if not getattr(comm, "enabled", False) or not path or not os.path.isfile(path):
+    if not getattr(comm, "enabled", False):
         return None
-    try:
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        return None
-    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
+    return certificate_cn(getattr(comm, "certificate_path", None))
 
 
 def load_sync_key(root: str | os.PathLike[str], *, create: bool = True) -> bytes:
@@ -143,10 +137,10 @@ def build_manager(
 
 
 def _open(config: Any, paths: Any) -> Any:
-    from edge_min.store import open_store
+    from edge_min.security.atrest import open_device_store
     from edge_min.sync.tracker import ChangeTracker
 
-    return open_store(str(paths.db), synchronous=config.storage.synchronous, changes=ChangeTracker)
+    return open_device_store(config, paths, changes=ChangeTracker)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -347,30 +341,18 @@ def sync_resolve(args: argparse.Namespace, config: Any, paths: Any) -> int:
 # -- asking a running runtime ---------------------------------------------------------------
 
 
-def sync_via_runtime(paths: Any, base: str, timeout: float = 120.0) -> int:
+def sync_via_runtime(config: Any, paths: Any, base: str, timeout: float = 120.0) -> int:
     """POST /sync/now to the runtime at ``base``; wait for the run; print a summary."""
     import time
-    import urllib.error
-    import urllib.request
 
     from edge_min.clock import iso
-    from edge_min.security.tokens import issue, key_path, load_key
-
-    # Whoever can read the data directory's key is its administrator: a one-minute token.
-    token = issue("admin", 60, key=load_key(key_path(paths.root)), now=time.time())
-    headers = {"Authorization": f"Bearer {token}"}
+    from edge_min.security.local import LocalApiError, call_local_api
 
     def call(method: str, path: str) -> dict[str, Any]:
-        req = urllib.request.Request(base + path, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return dict(json.loads(resp.read()))
-        except urllib.error.HTTPError as err:
-            try:
-                message = json.loads(err.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = f"{err.code} {err.reason}"
-            raise SyncUnavailable(message) from err
+            return dict(call_local_api(config, paths.root, base, method, path))
+        except LocalApiError as exc:
+            raise SyncUnavailable(exc.message) from exc
 
     started = time.time()
     try:

@@ -16,6 +16,8 @@
         ├── ConflictError           sync_conflict     a record changed on both sides (manual policy)
         ├── SyncUnavailable         sync_unavailable  the running runtime cannot sync now
         │                                             (offline, link down)
+        ├── DeviceUntrusted         device_untrusted  central refuses this device's pushes: its
+        │                                             attestation failed or is overdue
         ├── TransportError          sync_transport    the request or its answer did not make it
         │                                             across; retry later
         │                                             (in edge_min.sync.transport)
@@ -108,6 +110,15 @@ class SyncKeyError(SyncError):
     http_status = 400
 
 
+class DeviceUntrusted(SyncError):
+    """Central refuses this device's pushes: its attestation failed or is overdue."""
+
+    code = "device_untrusted"
+    http_status = 403
+    # Retrying on backoff will not help; a passing attestation restarts sync.
+    retryable = False
+
+
 class ConflictError(SyncError):
     """A record was changed on both sides and its policy leaves the choice to a person."""
 
@@ -133,6 +144,7 @@ _BY_CODE: dict[str, type[SyncError]] = {
         ProtocolVersionError,
         SyncKeyError,
         ConflictError,
+        DeviceUntrusted,
     )
 }
 

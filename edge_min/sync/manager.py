@@ -178,6 +178,8 @@ class SyncManager:
         self._peer_comps = {"zlib", "none"}
         self._snapshot: dict[str, dict[str, Any]] | None = None
         self._outcome: dict[str, bool] = {}
+        #: Central's refusal of this device's pushes (``device_untrusted``), or None.
+        self.refused: dict[str, str] | None = None
 
     # -- policy -------------------------------------------------------------------------------
 
@@ -288,8 +290,18 @@ class SyncManager:
             self.last_report = report
             if report.entities:
                 self.consecutive_failures = 0 if report.ok else self.consecutive_failures + 1
+            self._note_refusal(report)
             self._refresh_snapshot()
         return report
+
+    def _note_refusal(self, report: SyncReport) -> None:
+        """Remember central refusing our pushes until a push is accepted again."""
+        for rep in report.entities.values():
+            if rep.error_code == "device_untrusted":
+                self.refused = {"code": rep.error_code, "message": rep.error or ""}
+                return
+        if any(r.ok and r.pushed for r in report.entities.values()):
+            self.refused = None
 
     def with_parents(self, entities: Iterable[str]) -> list[str]:
         """``entities`` and every entity their rows refer to (foreign keys), so pulls can land."""
@@ -523,6 +535,7 @@ class SyncManager:
                 "link": "up" if self.link_up else "down",
                 "offline_mode": self.offline_mode,
                 "next_due_in": self._due_in(),
+                "refused": self.refused,
             },
         )
 

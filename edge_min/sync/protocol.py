@@ -8,7 +8,8 @@ length as associated data; ``sum`` is the sha256 of the plain CBOR. A receiver c
 (before reading), header, tag, inflated size, checksum and items, in that order, and returns
 nothing unless all pass. CBOR tags are refused both ways: a peer can make us build only str,
 int, float, bool, None, bytes, lists and str-keyed maps. docs/sync-protocol.md is the spec.
-Pure: nothing is opened at import; cbor2, pycryptodome and zstandard load on first use.
+Pure: nothing is opened at import; cbor2, the AES library (edge_min.security.aead) and
+zstandard load on first use.
 """
 
 from __future__ import annotations
@@ -372,30 +373,27 @@ def _optional(module: str, package: str, extra: str, purpose: str) -> Any:
         raise MissingDependency(package, extra, purpose) from None
 
 
-def _aes() -> Any:
-    return _optional("Crypto.Cipher.AES", "pycryptodome", "crypto", "Sync payload encryption")
+def _aes(key: bytes) -> Any:
+    from edge_min.security.aead import Aead
+
+    return Aead(key, "Sync payload encryption")
 
 
 def _encrypt(key: bytes, nonce: bytes, aad: bytes, body: bytes) -> bytes:
-    aes = _aes()
-    cipher = aes.new(key, aes.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(aad)
-    sealed, tag = cipher.encrypt_and_digest(body)
-    return bytes(sealed) + bytes(tag)
+    return bytes(_aes(key).seal(nonce, body, aad))
 
 
 def _decrypt(key: bytes, nonce: bytes, aad: bytes, payload: bytes) -> bytes:
+    from edge_min.security.aead import TagMismatch
+
     _check_key(key)
     if len(payload) < TAG_BYTES:
         raise DecryptionFailed(
             f"the encrypted payload is {len(payload)} bytes, shorter than its {TAG_BYTES}-byte tag"
         )
-    aes = _aes()
-    cipher = aes.new(key, aes.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(aad)
     try:
-        return bytes(cipher.decrypt_and_verify(payload[:-TAG_BYTES], payload[-TAG_BYTES:]))
-    except ValueError:
+        return bytes(_aes(key).open(nonce, payload, aad))
+    except TagMismatch:
         raise DecryptionFailed(
             "the payload's AES-GCM tag does not verify: the two sides hold different sync "
             "keys, or the header or payload was altered in transit"

@@ -3,9 +3,10 @@
 Contributes the sync manager's turn of the loop (the due entities), the ``sync`` health
 check and ``sync_failures`` metric, the ``restart_sync`` alert action, the uplink the
 monitor sends metrics and alerts through, ``GET /sync/status`` and ``POST /sync/now``, and
-the ``sync`` commands. The transport is injected: ``Sync.transport_factory`` (the HTTP one
-by default) makes it from the config, so a browser passes a fetch transport and an MCU a
-socket one.
+the ``sync`` commands. While the host's gate is closed (a lockdown) no sync run starts and
+the uplink carries nothing but the tamper report (``kind: tamper``). The transport is
+injected: ``Sync.transport_factory`` (the HTTP one by default) makes it from the config, so a
+browser passes a fetch transport and an MCU a socket one.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Sync(Subsystem):
 
     def tick(self, now: float) -> float | None:
         """Start the due entities' sync on the worker; when the next one falls due."""
+        if self.host.gate.closed is not None:
+            return None  # locked down: nothing moves to or from central
         self.link.tick(now)
         return self.link.next_deadline()
 
@@ -80,8 +83,18 @@ class Sync(Subsystem):
         return {"restart_sync": self.link.restart}
 
     def uplink(self) -> Uplink | None:
-        """POST JSON to central over the sync transport."""
-        return self.link.post_json
+        """POST JSON to central over the sync transport (only the tamper report when locked)."""
+        from edge_min.gate import TAMPER_REPORT_KIND
+
+        gate, post = self.host.gate, self.link.post_json
+
+        def send(path: str, payload: Any) -> None:
+            tamper = isinstance(payload, dict) and payload.get("kind") == TAMPER_REPORT_KIND
+            if not tamper:
+                gate.check(f"POST {path} to central")
+            post(path, payload)
+
+        return send
 
     def routes(self, api: ApiContext) -> Sequence[ApiRoute]:
         """``GET /sync/status`` and ``POST /sync/now``."""
@@ -165,8 +178,24 @@ def sync_now_command(ctx: CommandContext) -> int:
     config, paths = ctx.context()
     with ctx.holding() as here:
         if here:
+            _refuse_when_locked(config, paths)
             return int(commands.sync_run(ctx.args, config, paths))
     url = ctx.running_url()
     if url is None:
         raise UsageError(f"a runtime holds {paths.root} but left no runtime.json")
-    return commands.sync_via_runtime(paths, url)
+    return commands.sync_via_runtime(config, paths, url)
+
+
+def _refuse_when_locked(config: Any, paths: Any) -> None:
+    """A lockdown stops sync for the CLI too (the runtime's gate is not open here)."""
+    from edge_min.gate import Gate, lockdown_record
+    from edge_min.store import open_store
+
+    if not paths.db.exists():
+        return
+    with open_store(str(paths.db), synchronous=config.storage.synchronous) as store:
+        record = lockdown_record(store.meta)
+    if record is not None:
+        gate = Gate()
+        gate.close(str(record.get("reason")))
+        gate.check("sync with central")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_min.errors import EdgeError, UsageError
-from edge_min.subsystem import Command, CommandContext
+from edge_min.subsystem import Command, CommandContext, remeasured
 
 
 def print_json(value: Any) -> None:
@@ -98,7 +98,11 @@ def agent_add(ctx: CommandContext) -> int:
 
     config = load_agent_config(ctx.args.file)
     with ctx.opened() as runtime:
-        row = runtime.agents.add(config)
+        runtime.gate.check("agent add")
+        # One transaction: a running runtime never sees the agent without its new baseline.
+        with runtime.store.atomic():
+            row = runtime.agents.add(config)
+            remeasured(runtime, f"agent:{config.name}", f"agent add {ctx.args.file}")
     print(f"{row['name']} {row['version']} ({row['id']})")
     return 0
 

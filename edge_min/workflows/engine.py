@@ -23,6 +23,11 @@ Step statuses: ``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled`
 does not name that step). A failed attempt is retried ``retries`` times after
 ``retry_backoff * 2**(attempt-1)`` seconds (capped at ``retry_max_backoff``); the wait is
 stored, so a restart keeps it.
+
+While the host's gate (``edge_min.gate``) is closed, a lockdown: ``submit`` refuses new runs,
+queued runs wait, and each running run stops at its next step boundary: steps in flight
+finish and record their result, nothing more starts, and the run is recorded ``cancelled``
+with output ``{"reason": "locked_down"}``.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from edge_min.errors import (
     EdgeError,
     NotFound,
     StorageError,
+    ValueRejected,
     WorkflowError,
 )
+from edge_min.gate import LOCKED_DOWN, Gate
 from edge_min.platform.executor import Executor, Handle, InlineExecutor, finished
 from edge_min.units import format_size
 from edge_min.workflows.definition import StepDefinition, WorkflowDefinition, parse_definition
@@ -142,8 +149,10 @@ class Engine:
         clock: Clock | None = None,
         limits: Limits | None = None,
         is_online: Callable[[], bool] = lambda: True,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate or Gate()
         self.db = store.backend
         self.agents = agents
         self.dispatcher: Dispatcher = dispatcher or InlineDispatcher()
@@ -189,6 +198,7 @@ class Engine:
 
     def submit(self, workflow_name: str, value: Any = None) -> str:
         """Queue a run of the named workflow; returns the execution id."""
+        self.gate.check(f"a run of {workflow_name!r}")  # first: a lockdown may hold the keys
         row = self.store.workflows.get_by_name(workflow_name)
         if row is None:
             known = ", ".join(sorted(w["name"] for w in self.store.workflows.list())) or "none"
@@ -240,10 +250,41 @@ class Engine:
 
     def recover(self) -> int:
         """Load every run left ``running`` by a crash; returns how many were resumed."""
-        for row in self.store.executions.oldest("running"):
+        for row in self._readable(lambda: self.store.executions.oldest("running")):
             if row["id"] not in self._runs:
-                self._load(row)
+                self._load_or_refuse(row)
         return len(self._runs)
+
+    # A run whose stored values fail authentication at rest (ValueRejected names table,
+    # column and row) is failed here, by status alone, so the engine goes on with the others.
+    _REFUSE_LIMIT = 100
+
+    def _readable(self, read: Callable[[], list[Any]]) -> list[Any]:
+        for _ in range(self._REFUSE_LIMIT):
+            try:
+                return read()
+            except ValueRejected as exc:
+                if exc.table != "workflow_executions":
+                    raise
+                self._refuse(exc.row_id, exc)
+        return read()
+
+    def _load_or_refuse(self, row: Mapping[str, Any]) -> bool:
+        try:
+            self._load(row)
+        except ValueRejected as exc:
+            self._runs.pop(row["id"], None)
+            self._refuse(str(row["id"]), exc)
+            return False
+        return True
+
+    def _refuse(self, execution_id: str, exc: ValueRejected) -> None:
+        log.error("run %s cannot be read and is failed: %s", execution_id, exc.message)
+        self.db.update(
+            "workflow_executions",
+            {"id": execution_id},
+            {"status": "failed", "completed_at": self._now()},
+        )
 
     def _load(self, row: Mapping[str, Any]) -> _Run:
         wf = self.store.workflows.get(row["workflow_id"])
@@ -299,8 +340,12 @@ class Engine:
 
     def _round(self, wall: float) -> bool:
         changed = self._collect(wall)
-        changed |= self._admit()
-        starts = self._plan_starts(wall)
+        if self.gate.closed is not None:
+            changed |= self._stop_runs(wall)
+            starts: list[tuple[_Run, StepDefinition, Any]] = []
+        else:
+            changed |= self._admit()
+            starts = self._plan_starts(wall)
         if self._writes or starts:
             try:
                 self._commit()
@@ -345,6 +390,28 @@ class Engine:
             self._maybe_finish(f.run, wall)
         return bool(done)
 
+    def _stop_runs(self, wall: float) -> bool:
+        """A lockdown: cancel each run at its step boundary (once its steps in flight end)."""
+        stopped = False
+        for run in list(self._runs.values()):
+            if run.inflight:
+                continue  # a step boundary is where it ends: let this step record its result
+            for sid, st in run.steps.items():
+                if st.status == "pending":
+                    st.status = "cancelled"
+                    self._write_step(
+                        run,
+                        sid,
+                        status="cancelled",
+                        completed_at=iso(wall),
+                        metrics={"step": sid, "reason": LOCKED_DOWN},
+                    )
+            output = {"reason": LOCKED_DOWN, "message": self.gate.closed}
+            self._finish(run, "cancelled", output, wall)
+            log.warning("run %s cancelled at a step boundary: locked down", run.id)
+            stopped = True
+        return stopped
+
     def _step_failed(
         self,
         run: _Run,
@@ -388,11 +455,11 @@ class Engine:
         if not self._maybe_queued and mono - self._last_queue_scan < QUEUE_RESCAN_SECONDS:
             return False
         self._last_queue_scan = mono
-        queued = self.store.executions.oldest("queued", room)
+        queued = self._readable(lambda: self.store.executions.oldest("queued", room))
         self._maybe_queued = len(queued) == room  # a full page: there may be more
         for row in queued:
-            self._writes.append(("workflow_executions", row["id"], {"status": "running"}))
-            self._load(row)
+            if self._load_or_refuse(row):
+                self._writes.append(("workflow_executions", row["id"], {"status": "running"}))
         return bool(queued)
 
     def _plan_starts(self, wall: float) -> list[tuple[_Run, StepDefinition, Any]]:

@@ -26,7 +26,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from edge_min.routing import ApiError, Request, Response
-from edge_min.subsystem import ApiContext, ApiRoute
+from edge_min.subsystem import ApiContext, ApiRoute, remeasured
 from edge_min.workflows.views import describe_execution, list_executions, workflow_view
 
 if TYPE_CHECKING:
@@ -102,7 +102,14 @@ def workflow_routes(sub: Workflows, api: ApiContext) -> list[ApiRoute]:
 
             data = yaml.safe_load(text)
         config = parse_agent_config(data, source="request body")
-        row = api.on_loop(lambda: sub.agents.add(config))
+
+        def add() -> dict[str, Any]:
+            with sub.engine.store.atomic():  # the agent and its re-measured baseline together
+                row = sub.agents.add(config)
+                remeasured(sub.host, f"agent:{config.name}", f"POST /agents ({request.caller})")
+            return row
+
+        row = api.on_loop(add)
         return Response(201, {"name": row["name"], "id": row["id"], "version": row["version"]})
 
     def invoke(request: Request) -> Any:

@@ -50,6 +50,7 @@ class Workflows(Subsystem):
             clock=host.clock,
             limits=Limits(rt.max_concurrent_workflows, rt.max_memory_usage, rt.offline_mode),
             is_online=lambda: host.online,
+            gate=host.gate,
         )
         self._triggers: dict[str, tuple[str, Any]] = {}
         resumed = self.engine.recover()
@@ -62,6 +63,10 @@ class Workflows(Subsystem):
         agents = getattr(self, "agents", None)
         if agents is not None:
             agents.close()
+
+    def drained(self) -> bool:
+        """Nothing in flight (a lockdown: runs stopped at their step boundary, recorded)."""
+        return not self.engine.busy()
 
     def jobs(self) -> Sequence[Job]:
         """The trigger refresh."""
@@ -93,6 +98,9 @@ class Workflows(Subsystem):
                 continue
 
             def fire(name: str = name, value: Any = trig.input) -> None:
+                if engine.gate.closed is not None:
+                    log.info("trigger of %s skipped: locked down", name)
+                    return
                 execution_id = engine.submit(name, value)
                 log.info("trigger queued %s run %s", name, execution_id)
 

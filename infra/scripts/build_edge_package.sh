@@ -9,7 +9,8 @@
 # The package, unpacked into /opt/meta-agent, holds:
 #   edge-min                  the single-file binary (`make binary`), or with --from-source a
 #                             launcher running `python3 -m edge_min.cli` from lib/python
-#   lib/wheels/*.whl          (--from-source) edge_min and its dependencies (PyYAML, cbor2)
+#   lib/wheels/*.whl          (--from-source) edge_min and its dependencies (PyYAML, cbor2, and
+#                             pycryptodome: encryption at rest is on by default)
 #   meta-agent-edge.service   the systemd unit (targets/gateway/, or --unit FILE)
 #   config/*.yaml             default configs (edge_min/defaults/, or --config-dir DIR)
 #   setup.sh update.sh decommission.sh edgectl.sh device_common.sh   the device-side scripts
@@ -87,6 +88,11 @@ build_wheels() {
         src="$(mktemp -d)"
         tar -C "$ROOT" -cf - --exclude=__pycache__ --exclude='*.pyc' \
             pyproject.toml README.md edge_min | tar -C "$src" -xf -
+        # boot_integrity: sign the copy's program manifest (it ships inside the wheel) with
+        # $EDGE_MIN_BUILD_KEY, else the development key under .cache/ (docs/security.md).
+        (cd "$src" && PYTHONPATH="$src" "$PY" -m edge_min.cli security manifest --write \
+            --key "${EDGE_MIN_BUILD_KEY:-$ROOT/.cache/build-key.ed25519}" >/dev/null) ||
+            die "signing the program manifest failed (see above)"
         rm -rf "$cached.tmp" && mkdir -p "$cached.tmp"
         "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$cached.tmp" "$src" ||
             die "pip wheel of the source tree failed (it needs setuptools from the index)"
@@ -97,7 +103,7 @@ build_wheels() {
     # The versions installed here are the ones tested here: ship exactly those.
     local pins
     pins="$("$PY" -c 'import importlib.metadata as m
-print(" ".join(f"{d}=={m.version(d)}" for d in ("PyYAML", "cbor2")))')"
+print(" ".join(f"{d}=={m.version(d)}" for d in ("PyYAML", "cbor2", "pycryptodome")))')"
     local extra=()
     [ -n "${EDGE_PIP_DOWNLOAD_ARGS:-}" ] && eval "extra=($EDGE_PIP_DOWNLOAD_ARGS)"
     # shellcheck disable=SC2086  # pins is a list of requirement words

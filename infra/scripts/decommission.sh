@@ -4,11 +4,16 @@
 #   cd /opt/meta-agent && ./decommission.sh            # as manage_edge_device.sh does
 #   EDGE_KEEP_DATA=1 ./decommission.sh                 # keep $DATA_DIR (database, backups)
 #
-# Stops and disables the unit (or the background runtime), removes the unit file, the
+# Stops and disables the unit (or the background runtime; with A/B slots the supervisor and
+# the runtime it runs, whose slots under $PREFIX/update go with $PREFIX), then crypto-erases
+# the device with the runtime's own `edge-min decommission --yes` (keys/storage.key first,
+# fsync'd, then the data directory, then central is told when it answers: it retires the
+# device and revokes its certificate; docs/updates.md), then removes the unit file, the
 # /usr/local/bin/edge-min link and the system user setup.sh made, $CONF_DIR (configs,
-# certificates) and $PREFIX. $DATA_DIR is removed too unless EDGE_KEEP_DATA=1; its keys are
-# overwritten first (shred) where shred exists, since a retired device must not keep them.
-# The central side (DELETE /api/devices/ID) forgets the device's sync key.
+# certificates) and $PREFIX. With EDGE_KEEP_DATA=1 the runtime's erase is skipped and
+# $DATA_DIR stays, without its keys (overwritten with shred where it exists, then removed),
+# so what stays is unreadable. EDGE_DECOMMISSION_OFFLINE=1 does not tell central (a device
+# without a link to central; manage_edge_device.sh tells it with DELETE /api/devices/ID).
 # Exit codes: 0 removed; 1 failed.
 set -eu
 EDGE_SCRIPT=decommission.sh
@@ -24,6 +29,20 @@ wipe_secrets() {
         fi
         rm -rf "$_dir"
     done
+}
+
+crypto_erase() {
+    # The runtime's erase: master key first, then data, then central (if it answers).
+    [ "$EDGE_KEEP_DATA" = 1 ] && return 0
+    [ -x "$PREFIX/edge-min" ] || return 0
+    _offline=""
+    [ "${EDGE_DECOMMISSION_OFFLINE:-0}" = 1 ] && _offline="--offline"
+    # shellcheck disable=SC2086  # _offline is one flag or nothing
+    if edge_min_cmd decommission --yes $_offline; then
+        say "crypto-erased $DATA_DIR (master key first)"
+    else
+        say "edge-min decommission failed; wiping the keys and data by hand"
+    fi
 }
 
 refuse_system_dirs() {
@@ -44,6 +63,7 @@ main() {
     EDGE_KEEP_DATA=${EDGE_KEEP_DATA:-0}
     _mode=$(start_mode)
     stop_runtime
+    crypto_erase
     if [ "$_mode" = systemd ]; then
         systemctl disable "$UNIT" >/dev/null 2>&1 || true
         rm -f "$SYSTEMD_DIR/$UNIT.service"

@@ -14,8 +14,16 @@
 #                                 empty: api.port of edge-config.yaml)
 #   EDGE_HEALTH_TIMEOUT=60        seconds to wait for GET /health after a start
 #   EDGE_MIN_PYTHON=              the interpreter of a from-source package (default: python3)
+#   EDGE_SLOTS=0                  1: A/B slots (docs/updates.md): the program runs from
+#                                 $PREFIX/update/slots/<a|b>, started by the supervisor
+#                                 (`edge-min update supervise`), which tries a new version
+#                                 and falls back by itself; 0: the program runs from $PREFIX
+#                                 and update.sh rolls back with .previous/.failed
 
 UNIT=meta-agent-edge
+# What install.env holds (setup.sh writes it, load_settings reads it back).
+SETTINGS="PREFIX CONF_DIR DATA_DIR SYSTEMD_DIR EDGE_START EDGE_API_PORT EDGE_HEALTH_TIMEOUT \
+EDGE_MIN_PYTHON EDGE_SLOTS CREATED_USER LINKED_BIN"
 # shellcheck disable=SC2034  # used by setup.sh and decommission.sh
 SERVICE_USER=meta-agent
 
@@ -34,8 +42,7 @@ load_settings() {
     _env_file="$1/install.env"
     if [ -f "$_env_file" ]; then
         # Keep what the caller set: install.env only fills the gaps.
-        for _name in PREFIX CONF_DIR DATA_DIR SYSTEMD_DIR EDGE_START EDGE_API_PORT \
-            EDGE_HEALTH_TIMEOUT EDGE_MIN_PYTHON CREATED_USER LINKED_BIN; do
+        for _name in $SETTINGS; do
             eval "_set=\${$_name+x}"
             if [ -z "$_set" ]; then
                 _line=$(grep "^$_name=" "$_env_file" | tail -n 1) || true
@@ -50,10 +57,48 @@ load_settings() {
     EDGE_START=${EDGE_START:-auto}
     EDGE_API_PORT=${EDGE_API_PORT:-}
     EDGE_HEALTH_TIMEOUT=${EDGE_HEALTH_TIMEOUT:-60}
+    # An install.env without EDGE_SLOTS was written before slots existed: its own layout.
+    EDGE_SLOTS=${EDGE_SLOTS:-0}
     case "$EDGE_START" in
     auto | systemd | background | none) ;;
     *) die "EDGE_START=$EDGE_START is not one of auto, systemd, background, none" ;;
     esac
+    case "$EDGE_SLOTS" in
+    0 | 1) ;;
+    *) die "EDGE_SLOTS=$EDGE_SLOTS is not 0 or 1" ;;
+    esac
+    # The slots' install root (edge-min update ... --root): a folder of its own, which the
+    # service user may write (the supervisor counts tries there), unlike $PREFIX's scripts.
+    UPDATE_ROOT="$PREFIX/update"
+}
+
+slots_mode() { [ "$EDGE_SLOTS" = 1 ]; }
+
+# The slot the device boots (committed), from update-state.json; empty before the first.
+# The file is only written by edge_min.update.slots (json, indent 1, sorted keys).
+active_slot() {
+    [ -f "$UPDATE_ROOT/update-state.json" ] || return 0
+    sed -n 's/^ "active": "\([ab]\)",\{0,1\}$/\1/p' "$UPDATE_ROOT/update-state.json" 2>/dev/null
+}
+
+# The version recorded for slot $1 in update-state.json (empty for an empty slot).
+slot_version() {
+    [ -f "$UPDATE_ROOT/update-state.json" ] || return 0
+    awk -v slot="$1" '
+        $0 == "  \"" slot "\": {" { inside = 1; next }
+        inside && /^  [}]/ { exit }
+        inside && /^   "version": "/ {
+            sub(/^   "version": "/, ""); sub(/",?$/, ""); print; exit
+        }' "$UPDATE_ROOT/update-state.json" 2>/dev/null
+}
+
+# The version this install runs: the active slot's, else the package's in $PREFIX.
+installed_version() {
+    if slots_mode && [ -n "$(active_slot)" ]; then
+        slot_version "$(active_slot)"
+    else
+        cat "$PREFIX/VERSION" 2>/dev/null || echo unknown
+    fi
 }
 
 # A value quoted for sh, so install.env can be sourced back whatever it holds.
@@ -112,16 +157,29 @@ edge_min_cmd() {
 
 pid_file() { echo "$DATA_DIR/edge-min.pid"; }
 
-# The pid of a background runtime started by this install, if it still runs.
+# Whether pid $1 runs and is an edge-min (a recycled pid is not ours).
+is_edge_min() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    if [ -r "/proc/$1/cmdline" ]; then
+        tr '\0' ' ' <"/proc/$1/cmdline" | grep -q 'edge[-_]min' || return 1
+    fi
+}
+
+# The pid of a background runtime (or supervisor) started by this install, if it still runs.
 background_pid() {
     [ -f "$(pid_file)" ] || return 1
     _pid=$(cat "$(pid_file)" 2>/dev/null) || return 1
-    [ -n "$_pid" ] && kill -0 "$_pid" 2>/dev/null || return 1
-    # A recycled pid is not ours: the command line must name edge-min or edge_min.
-    if [ -r "/proc/$_pid/cmdline" ]; then
-        tr '\0' ' ' <"/proc/$_pid/cmdline" | grep -q 'edge[-_]min' || return 1
-    fi
+    is_edge_min "$_pid" || return 1
     echo "$_pid"
+}
+
+# The runtime the supervisor runs now (slot, pid), from its supervisor.json: "SLOT PID".
+supervised_child() {
+    _doc=$(cat "$UPDATE_ROOT/supervisor.json" 2>/dev/null) || return 1
+    _cpid=$(echo "$_doc" | sed -n 's/.*"child_pid": *\([0-9][0-9]*\).*/\1/p')
+    _cslot=$(echo "$_doc" | sed -n 's/.*"slot": *"\([ab]\)".*/\1/p')
+    is_edge_min "$_cpid" || return 1
+    echo "$_cslot $_cpid"
 }
 
 is_running() {
@@ -189,7 +247,9 @@ start_runtime() {
         # A stale runtime.json (left by kill -9) would point the health check at a dead port.
         rm -f "$DATA_DIR/runtime.json"
         set -- run
-        [ -n "$EDGE_API_PORT" ] && set -- run --port "$EDGE_API_PORT"
+        # Slots: the supervisor starts the right slot's `edge-min run` (same options).
+        slots_mode && set -- update supervise --root "$UPDATE_ROOT"
+        [ -n "$EDGE_API_PORT" ] && set -- "$@" --port "$EDGE_API_PORT"
         # setsid + nohup + no terminal fds: the runtime outlives the ssh session that started it.
         # The child writes its own pid before exec'ing edge-min: setsid may fork (when the
         # caller leads its process group), and then $! would name a parent that has exited.
@@ -206,11 +266,15 @@ start_runtime() {
             sleep 0.1
             _i=$((_i + 1))
         done
-        say "started edge-min in the background (pid $(cat "$_pidf" 2>/dev/null), log $DATA_DIR/logs/edge-min.out)"
+        _what=edge-min
+        slots_mode && _what="the slots' supervisor (edge-min update supervise)"
+        say "started $_what in the background (pid $(cat "$_pidf" 2>/dev/null), log $DATA_DIR/logs/edge-min.out)"
         ;;
     none)
+        _cmd=run
+        slots_mode && _cmd="update supervise --root $UPDATE_ROOT"
         say "not started (EDGE_START=none); start it with:"
-        say "  $PREFIX/edge-min --config $CONF_DIR/edge-config.yaml --data-dir $DATA_DIR run"
+        say "  $PREFIX/edge-min --config $CONF_DIR/edge-config.yaml --data-dir $DATA_DIR $_cmd"
         ;;
     esac
 }
@@ -221,22 +285,36 @@ stop_runtime() {
         systemctl stop "$UNIT" 2>/dev/null || true
         ;;
     *)
+        # Slots: the supervisor's runtime, read before the supervisor removes its record.
+        _child=""
+        slots_mode && _child=$(supervised_child) && _child=${_child#* }
         _pid=$(background_pid) || {
             rm -f "$(pid_file)"
+            [ -n "$_child" ] && stop_pid "$_child" 300 # a supervisor killed -9 left it
             return 0
         }
-        kill -TERM "$_pid" 2>/dev/null || true
-        _i=0
-        # edge-min finishes its current step and closes the database on SIGTERM.
-        while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt 300 ]; do
-            sleep 0.1
-            _i=$((_i + 1))
-        done
-        if kill -0 "$_pid" 2>/dev/null; then
-            say "edge-min (pid $_pid) ignored SIGTERM for 30s; killing it"
-            kill -KILL "$_pid" 2>/dev/null || true
-        fi
+        # edge-min finishes its current step and closes the database on SIGTERM; the
+        # supervisor gives its runtime 30s of that, so it gets 45s.
+        _grace=300
+        slots_mode && _grace=450
+        stop_pid "$_pid" "$_grace"
+        [ -n "$_child" ] && stop_pid "$_child" 100
         rm -f "$(pid_file)" "$DATA_DIR/runtime.json"
         ;;
     esac
+}
+
+# SIGTERM to pid $1, SIGKILL after $2 tenths of a second.
+stop_pid() {
+    is_edge_min "$1" || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    _i=0
+    while kill -0 "$1" 2>/dev/null && [ "$_i" -lt "$2" ]; do
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        say "edge-min (pid $1) ignored SIGTERM for $(($2 / 10))s; killing it"
+        kill -KILL "$1" 2>/dev/null || true
+    fi
 }

@@ -13,8 +13,10 @@
 #   EDGE_REMOTE_TMP     where the package is copied on the device (default /tmp)
 #   EDGE_PREFIX         the install on the device (default /opt/meta-agent)
 #   EDGE_CONF_DIR, EDGE_DATA_DIR, EDGE_START, EDGE_API_PORT, EDGE_HEALTH_TIMEOUT,
-#   EDGE_MIN_PYTHON     passed to the device's setup.sh as CONF_DIR, DATA_DIR, ... (see
-#                       device_common.sh); the device remembers them in install.env
+#   EDGE_MIN_PYTHON, EDGE_SLOTS
+#                       passed to the device's setup.sh as CONF_DIR, DATA_DIR, ... (see
+#                       device_common.sh; EDGE_SLOTS=1: A/B slots and the supervisor); the
+#                       device remembers them in install.env
 
 EDGE_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 EDGE_REPO_ROOT="$(cd "$EDGE_SCRIPTS_DIR/../.." && pwd -P)"
@@ -78,7 +80,7 @@ edge_remote_env() {
     for name in PREFIX:EDGE_PREFIX CONF_DIR:EDGE_CONF_DIR DATA_DIR:EDGE_DATA_DIR \
         EDGE_START:EDGE_START EDGE_API_PORT:EDGE_API_PORT \
         EDGE_HEALTH_TIMEOUT:EDGE_HEALTH_TIMEOUT EDGE_MIN_PYTHON:EDGE_MIN_PYTHON \
-        EDGE_KEEP_DATA:EDGE_KEEP_DATA; do
+        EDGE_SLOTS:EDGE_SLOTS EDGE_KEEP_DATA:EDGE_KEEP_DATA; do
         var=${name#*:}
         if [ -n "${!var+x}" ]; then
             out+=" ${name%%:*}=$(shq "${!var}")"

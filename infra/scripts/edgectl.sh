@@ -5,10 +5,15 @@
 #   ./edgectl.sh health [--json]                  # GET /health of the running runtime
 #   ./edgectl.sh start | stop | restart
 #   ./edgectl.sh sync                             # edge-min sync --now
+#   ./edgectl.sh slots [--json]                   # A/B slots: edge-min update status
+#   ./edgectl.sh enroll --central URL --token T --ca-sha256 PIN
+#                                                 # stop, edge-min enroll, start again
 #
 # Uses systemctl when the install runs under systemd (see install.env), else the background
-# runtime whose pid is in $DATA_DIR/edge-min.pid. The remote half of edge_monitor.sh,
-# edge_sync.sh and manage_edge_device.sh restart.
+# runtime whose pid is in $DATA_DIR/edge-min.pid. With slots (EDGE_SLOTS=1) that is the
+# supervisor: stop stops it and the runtime it runs; status and version name the active
+# slot's version. The remote half of edge_monitor.sh, edge_sync.sh and manage_edge_device.sh
+# restart.
 # Exit codes: 0 ok; 1 unhealthy or the command failed; 3 not running.
 set -eu
 EDGE_SCRIPT=edgectl.sh
@@ -17,14 +22,19 @@ HERE=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)
 
 status() {
     _mode=$(start_mode)
-    _version=$(cat "$PREFIX/VERSION" 2>/dev/null || echo unknown)
+    _version=$(installed_version)
+    _slot=""
+    if slots_mode; then
+        _child=$(supervised_child) || _child="- none"
+        _slot=", slot ${_child%% *} (runtime pid ${_child#* }) under the supervisor"
+    fi
     if is_running; then
         if [ "$_mode" = systemd ]; then
-            say "meta-agent-edge $_version: active (systemd unit $UNIT)"
+            say "meta-agent-edge $_version: active (systemd unit $UNIT$_slot)"
             # The spec's verification step: `systemctl status meta-agent-edge`.
             systemctl status --no-pager --lines=5 "$UNIT" || true
         else
-            say "meta-agent-edge $_version: running (pid $(background_pid), background)"
+            say "meta-agent-edge $_version: running (pid $(background_pid), background$_slot)"
         fi
         return 0
     fi
@@ -86,9 +96,24 @@ main() {
         say "restarted: $(health_url) answers"
         ;;
     sync) sync_now "$@" ;;
-    version) cat "$PREFIX/VERSION" ;;
+    enroll)
+        # Enrollment changes who the device is: never under a running runtime.
+        stop_runtime
+        edge_min_cmd enroll "$@"
+        start_runtime
+        wait_healthy
+        say "enrolled; the runtime syncs with its new certificate"
+        ;;
+    version) installed_version ;;
+    slots)
+        slots_mode || {
+            say "this install has no A/B slots (EDGE_SLOTS=0); its version: $(installed_version)"
+            return 1
+        }
+        edge_min_cmd update status --root "$UPDATE_ROOT" "$@"
+        ;;
     *)
-        echo "usage: $0 status|health [--json]|start|stop|restart|sync|version" >&2
+        echo "usage: $0 status|health [--json]|start|stop|restart|sync|enroll ARGS|version|slots [--json]" >&2
         return 2
         ;;
     esac

@@ -6,6 +6,7 @@
 #   PREFIX=/srv/edge DATA_DIR=/srv/edge-data EDGE_START=background ./setup.sh
 #   ./setup.sh --no-start                       # install, print how to start
 #   ./setup.sh --print-unit                     # the systemd unit as it would be installed
+#   EDGE_SLOTS=1 ./setup.sh                     # A/B slots and the supervisor (below)
 #
 # 1. verifies every file against SHA256SUMS (and refuses to install on a mismatch);
 # 2. copies the package into $PREFIX unless it was unpacked there; a from-source package's
@@ -16,8 +17,18 @@
 #    restarts it; without systemd: starts `edge-min run` in the background (pid in
 #    $DATA_DIR/edge-min.pid) or, with EDGE_START=none / --no-start, prints how to start it;
 # 5. waits for GET /health to answer.
-# Settings (PREFIX, CONF_DIR, DATA_DIR, EDGE_START, EDGE_API_PORT, ...): see device_common.sh;
-# they are saved in $PREFIX/install.env for update.sh and decommission.sh.
+# With EDGE_SLOTS=1 (A/B slots, docs/updates.md "Over SSH"), step 3 is followed by
+# `edge-min update install-payload PACKAGE --commit --root $PREFIX/update`: the package goes
+# into slot a, committed (a first install has nothing to fall back to; an install that
+# already has slots keeps them), and the service (unit or background) runs
+# `edge-min update supervise --root $PREFIX/update` instead of `edge-min run`: the
+# supervisor starts the active slot's `edge-min run`, and tries a new version installed by
+# update.sh, falling back by itself. $PREFIX keeps the package setup.sh installed (its
+# scripts, and the edge-min that runs the supervisor and the update commands); the unit's
+# user owns $PREFIX/update. The default is EDGE_SLOTS=0: an install keeps the layout it was
+# made with, and update.sh must never take one for the other.
+# Settings (PREFIX, CONF_DIR, DATA_DIR, EDGE_START, EDGE_API_PORT, EDGE_SLOTS, ...): see
+# device_common.sh; they are saved in $PREFIX/install.env for update.sh and decommission.sh.
 # Exit codes: 0 installed (and healthy when started), 1 failed.
 set -eu
 EDGE_SCRIPT=setup.sh
@@ -113,7 +124,43 @@ render_unit() {
             sed -e 's/^Type=notify$/Type=exec/' -e '/^WatchdogSec=/d'
         else
             cat
+        fi |
+        if slots_mode; then
+            # The service is the supervisor: it starts the right slot's `edge-min run` and
+            # writes the install root (the try count, before each start). It sends no
+            # sd_notify (its runtime is not the main PID), so no notify and no watchdog.
+            sed -e "s#^\(ExecStart=.*\) run\$#\1 update supervise --root $UPDATE_ROOT#" \
+                -e "s#^ReadWritePaths=\(.*\)\$#ReadWritePaths=\1 $UPDATE_ROOT#" \
+                -e 's/^Type=notify$/Type=exec/' -e '/^WatchdogSec=/d' -e '/^NotifyAccess=/d' \
+                -e '/^# READY=1 once/d' -e '/^# The launcher execs/d'
+        else
+            cat
         fi
+}
+
+install_slot() {
+    # The package into slot a, committed. Slots already there are kept: update.sh installs
+    # new versions (into the other slot, on trial), so a re-run never replaces a version.
+    _active=$(active_slot)
+    if [ -n "$_active" ]; then
+        say "slot $_active of $UPDATE_ROOT holds $(slot_version "$_active") (committed); \
+kept it (update.sh installs new versions)"
+        return 0
+    fi
+    _version=$(cat "$PKG_DIR/VERSION")
+    _payload="$PREFIX/.slot-payload.tar"
+    # The files SHA256SUMS names, as a package tar: the installer checks them again in the slot.
+    _files=$(sed -n 's#^[0-9a-f][0-9a-f]*  *\**##p' "$PKG_DIR/SHA256SUMS")
+    # shellcheck disable=SC2086  # the package's file names hold no spaces
+    (cd "$PKG_DIR" && tar -cf "$_payload" SHA256SUMS $_files) ||
+        die "cannot pack $PKG_DIR into $_payload for slot a"
+    if ! edge_min_cmd update install-payload "$_payload" --version "$_version" --kind package \
+        --commit --root "$UPDATE_ROOT" >/dev/null; then
+        rm -f "$_payload"
+        die "installing $_version into slot a of $UPDATE_ROOT failed (above)"
+    fi
+    rm -f "$_payload"
+    say "installed $_version into slot a of $UPDATE_ROOT (committed)"
 }
 
 install_unit() {
@@ -124,6 +171,9 @@ install_unit() {
         say "created the system user $SERVICE_USER"
     fi
     chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
+    # The supervisor and its runtime write the state file, locks and (central's rollouts)
+    # the slots; the scripts and the edge-min in $PREFIX stay root's.
+    slots_mode && chown -R "$SERVICE_USER:$SERVICE_USER" "$UPDATE_ROOT"
     chgrp -R "$SERVICE_USER" "$CONF_DIR"
     chmod -R g+rX,o-rwx "$CONF_DIR"
     render_unit "$PREFIX" >"$SYSTEMD_DIR/$UNIT.service.tmp"
@@ -141,8 +191,7 @@ build_kind() { sed -n 's/^kind=//p' "${1:-$PREFIX}/BUILD_INFO" 2>/dev/null || ec
 save_settings() {
     {
         echo "# written by setup.sh; read by update.sh, decommission.sh, edgectl.sh"
-        for _name in PREFIX CONF_DIR DATA_DIR SYSTEMD_DIR EDGE_START EDGE_API_PORT \
-            EDGE_HEALTH_TIMEOUT EDGE_MIN_PYTHON CREATED_USER LINKED_BIN; do
+        for _name in $SETTINGS; do
             _value=""
             eval "_value=\${$_name:-}"
             echo "$_name=$(shquote "$_value")"
@@ -175,6 +224,10 @@ main() {
     fi
     CREATED_USER=${CREATED_USER:-}
     LINKED_BIN=${LINKED_BIN:-}
+    if ! slots_mode && [ -f "$UPDATE_ROOT/update-state.json" ]; then
+        die "$PREFIX runs from A/B slots ($UPDATE_ROOT): with EDGE_SLOTS=0 the service would \
+start the copy in $PREFIX instead; keep EDGE_SLOTS=1 (install.env), or decommission.sh first"
+    fi
     verify_checksums "$PKG_DIR" ||
         die "refusing to install: the package in $PKG_DIR fails its SHA256SUMS; fetch it again"
     say "checksums OK ($(wc -l <"$PKG_DIR/SHA256SUMS") files)"
@@ -189,6 +242,7 @@ main() {
     mkdir -p "$DATA_DIR"
     chmod 0750 "$DATA_DIR"
     install_configs
+    slots_mode && install_slot
     _mode=$(start_mode)
     if [ "$_mode" = systemd ]; then
         [ "$(id -u)" -eq 0 ] || die "installing the systemd unit needs root (or EDGE_START=background)"
@@ -206,7 +260,9 @@ main() {
     start_runtime
     [ "$_mode" = none ] && return 0
     if wait_healthy; then
-        say "meta-agent-edge is up: $(health_url) answers"
+        _on=""
+        slots_mode && _on=" (slot $(active_slot), $(installed_version), under the supervisor)"
+        say "meta-agent-edge is up$_on: $(health_url) answers"
     else
         [ -f "$DATA_DIR/logs/edge-min.out" ] && tail -n 20 "$DATA_DIR/logs/edge-min.out" >&2
         [ "$_mode" = systemd ] && journalctl -u "$UNIT" -n 20 --no-pager >&2 2>/dev/null

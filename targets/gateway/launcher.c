@@ -25,10 +25,23 @@
  * EDGE_MIN_UNPACK_DIR=<dir> overrides the whole path (e.g. a read-only image that ships
  * the unpacked tree). The program finds the one file it came from in EDGE_MIN_ONEFILE.
  *
- * Payload format (all integers little-endian), version 1:
+ * Secure boot: before anything is unpacked or executed, on every start, the launcher checks
+ * the Ed25519 signature (ed25519_verify.c) over the whole file but the signature itself:
+ * itself, the payload and the trailer. Only the key compiled in (launcher_key.h, generated
+ * by build/signing.py) is accepted. A file signed by another key, changed at any byte,
+ * truncated or unsigned ends with "signature check failed: ...; download it again from
+ * <where>". Once verified, the program gets EDGE_MIN_BOOT_VERIFIED=<key id> and
+ * EDGE_MIN_BOOT_KEY_KIND=<development|release>: the launcher's claim, which the runtime's
+ * secure_boot check accepts (edge_min/security/boot.py). EDGE_MIN_VERIFY_ONLY=1 checks,
+ * prints the result and exits, without unpacking or running anything.
+ *
+ * File format (all integers little-endian), version 2:
+ *   launcher | payload | signature block | trailer
  *   trailer, the last 128 bytes of the file:
- *     "EDGEMINP" | u32 format=1 | u32 reserved | u64 payload offset | u64 payload size |
- *     char tag[40] | char entry[56]        (NUL-padded; entry: the program's file name)
+ *     "EDGEMINP" | u32 format=2 | u32 signature block size (96) | u64 payload offset |
+ *     u64 payload size | char tag[40] | char entry[56]   (NUL-padded; entry: the program)
+ *   signature block: the signer's public key (32) | Ed25519 signature (64) of
+ *     file[0, payload offset + payload size) followed by the trailer
  *   payload: one zstd frame (with its content checksum) of records
  *     u8 kind (0 end, 1 file, 2 symlink, 3 directory) | u32 mode | u16 name length |
  *     name | u64 size | size bytes (file content, or the symlink's target)
@@ -44,16 +57,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include "ed25519_verify.h"
+#include "launcher_key.h" /* SIGNING_KEY, SIGNING_KEY_ID, SIGNING_KEY_KIND, DOWNLOAD_FROM */
+
 #define TRAILER_SIZE 128
 #define MAGIC "EDGEMINP"
-#define FORMAT 1
+#define FORMAT 2
+#define SIGNATURE_SIZE 96 /* public key (32) | signature (64) */
 #define CHUNK (256 * 1024)
+
+static const unsigned char signing_key[32] = SIGNING_KEY;
 
 static const char *self_path;
 static char target_dir[PATH_MAX];
@@ -345,6 +365,61 @@ static void unpack(int fd, uint64_t offset, uint64_t size, const char *dir, cons
     if (split_parent(dir, parent, sizeof parent)) fsync_path(parent);
 }
 
+/* ---- the signature ---------------------------------------------------------------- */
+
+static void refuse(const char *why) {
+    fprintf(stderr, "edge-min: signature check failed: %s %s; download it again from %s\n",
+            self_path, why, DOWNLOAD_FROM);
+    exit(1);
+}
+
+/* The key id of a raw public key, as build/signing.py computes it: ed25519:<16 hex digits
+ * of SHA-512(key)>. */
+static void key_id(const unsigned char key[32], char out[25]) {
+    struct sha512 s;
+    unsigned char digest[64];
+    sha512_init(&s);
+    sha512_update(&s, key, 32);
+    sha512_final(&s, digest);
+    memcpy(out, "ed25519:", 8);
+    for (int i = 0; i < 8; i++) snprintf(out + 8 + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* Check the signature over file[0, signed_end) and the trailer t, or refuse to go on. The
+ * whole region is hashed (the file mapped once, read sequentially): Ed25519 hashes the
+ * message once, after R and the key, so it streams. */
+static void verify(int fd, uint64_t signed_end, uint32_t block_size, const unsigned char *t) {
+    char why[160];
+    if (block_size == 0) refuse("is not signed (an unsigned build)");
+    if (block_size != SIGNATURE_SIZE) {
+        snprintf(why, sizeof why, "has a signature of %u bytes, not %d (truncated or damaged)",
+                 (unsigned)block_size, SIGNATURE_SIZE);
+        refuse(why);
+    }
+    unsigned char block[SIGNATURE_SIZE];
+    if (pread(fd, block, SIGNATURE_SIZE, (off_t)signed_end) != SIGNATURE_SIZE)
+        refuse("has its signature cut off");
+    if (memcmp(block, signing_key, 32) != 0) {
+        char theirs[25];
+        key_id(block, theirs);
+        snprintf(why, sizeof why, "is signed by another key (%s, this launcher accepts %s)",
+                 theirs, SIGNING_KEY_ID);
+        refuse(why);
+    }
+    struct ed25519_verify v;
+    ed25519_verify_start(&v, block + 32, signing_key);
+    if (signed_end > 0) {
+        void *map = mmap(NULL, (size_t)signed_end, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) die("cannot read", self_path, errno);
+        madvise(map, (size_t)signed_end, MADV_SEQUENTIAL);
+        ed25519_verify_update(&v, map, (size_t)signed_end);
+        munmap(map, (size_t)signed_end);
+    }
+    ed25519_verify_update(&v, t, TRAILER_SIZE);
+    if (ed25519_verify_finish(&v) != 0)
+        refuse("does not match its signature (changed or damaged)");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     static char self[PATH_MAX];
@@ -360,19 +435,30 @@ int main(int argc, char **argv) {
     unsigned char t[TRAILER_SIZE];
     if (pread(fd, t, TRAILER_SIZE, st.st_size - TRAILER_SIZE) != TRAILER_SIZE)
         die("cannot read", self, errno);
-    if (memcmp(t, MAGIC, 8) != 0 || le32(t + 8) != FORMAT) {
-        fprintf(stderr, "edge-min: %s has no payload (format %d) at its end; download it again\n",
-                self, FORMAT);
+    if (memcmp(t, MAGIC, 8) != 0) {
+        fprintf(stderr, "edge-min: %s has no payload (format %d) at its end; download it again "
+                "from %s\n", self, FORMAT, DOWNLOAD_FROM);
         return 1;
     }
+    if (le32(t + 8) != FORMAT) refuse("is not signed (payload format 1, an older build)");
+    uint32_t block_size = le32(t + 12);
     uint64_t offset = le64(t + 16), size = le64(t + 24);
     char tag[41], entry[57];
     memcpy(tag, t + 32, 40); tag[40] = 0;
     memcpy(entry, t + 72, 56); entry[56] = 0;
-    if (offset + size + TRAILER_SIZE != (uint64_t)st.st_size || !tag[0] || !entry[0]) {
-        fprintf(stderr, "edge-min: %s is truncated or damaged; download it again\n", self);
-        return 1;
+    /* Each sum is checked on its own: sizes from the file must not wrap around. */
+    uint64_t file_size = (uint64_t)st.st_size;
+    if (offset > file_size || size > file_size - offset ||
+        (uint64_t)block_size > file_size - offset - size ||
+        offset + size + block_size + TRAILER_SIZE != file_size)
+        refuse("is truncated or damaged (its sizes do not add up)");
+    verify(fd, offset + size, block_size, t);
+    if (getenv("EDGE_MIN_VERIFY_ONLY")) {
+        printf("%s: signature good, signed by %s (%s key)\n", self, SIGNING_KEY_ID,
+               SIGNING_KEY_KIND);
+        return 0;
     }
+    if (!tag[0] || !entry[0]) corrupt("no tag or program name in its trailer");
     check_name(tag);
     check_name(entry);
 
@@ -402,6 +488,9 @@ int main(int argc, char **argv) {
     }
     close(fd);
     setenv("EDGE_MIN_ONEFILE", self, 1);
+    /* What the runtime's secure_boot check reads: this launcher verified the payload. */
+    setenv("EDGE_MIN_BOOT_VERIFIED", SIGNING_KEY_ID, 1);
+    setenv("EDGE_MIN_BOOT_KEY_KIND", SIGNING_KEY_KIND, 1);
     execv(program, argv);
     die("cannot start", program, errno);
     return 1;

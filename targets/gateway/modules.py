@@ -27,6 +27,12 @@ THIRD_PARTY = (
     "Crypto.PublicKey._montgomery",
     "Crypto.Signature.eddsa",
     "Crypto.Signature.DSS",
+    # enrollment without cryptography (edge_min.security.pkix): the device's P-256 key and
+    # CSR, and a factory key's signature (EC, Ed25519 or RSA PKCS#1 v1.5, SHA-256)
+    "Crypto.Hash.SHA256",
+    "Crypto.Util.asn1",
+    "Crypto.PublicKey.RSA",
+    "Crypto.Signature.pkcs1_15",
 )
 
 #: The stdlib beyond what edge_min imports itself, for Python agents run by the worker:

@@ -179,7 +179,7 @@ def test_the_sweep_removes_only_this_pid_namespaces_dead_runtimes(
     platform: PosixPlatform,
 ) -> None:
     """A pid in another namespace (a container, a chroot test root) says nothing here."""
-    from edge_min.platform.posix import CgroupCpu, _pid_namespace
+    from edge_min.platform.cgroups import CgroupCpu, _pid_namespace
 
     cg = platform._cgroup_cpu()
     assert cg is not None

@@ -195,3 +195,57 @@ def test_run_stops_on_sigterm_even_when_it_comes_twice(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             raise AssertionError(f"attempt {attempt}: still running 20 s after SIGTERM") from exc
+
+
+@pytest.mark.parametrize("where", ["nested/custom.db", "ABS"])
+def test_storage_path_puts_the_database_there(tmp_path: Path, where: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = tmp_path / "elsewhere" / "abs.db" if where == "ABS" else data / where
+    (data / "edge-config.yaml").write_text(
+        f"storage:\n  path: {db if where == 'ABS' else where}\nruntime:\n  offline_mode: always\n"
+    )
+    opened = run_cli("--data-dir", str(data), "workflow", "list")
+    assert opened.returncode == 0, opened.stderr
+    status = run_cli("--data-dir", str(data), "status")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["database"] == str(db)
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert {"workflows", "agents", "workflow_executions"} <= tables
+    assert not (data / "meta-agent-edge.db").exists()
+
+
+def test_an_agents_version_is_stored_shown_and_replaced_on_add(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    source = (Path(__file__).parents[2] / "examples" / "agents" / "notify.yaml").read_text()
+    assert "version: 1.0.0" in source
+    agent = tmp_path / "notify.yaml"
+    for version in ("1.0.0", "1.1.0"):
+        agent.write_text(source.replace("version: 1.0.0", f"version: {version}"))
+        added = run_cli("--data-dir", str(data), "agent", "add", str(agent))
+        assert added.returncode == 0, added.stderr
+        listed = run_cli("--data-dir", str(data), "agent", "list")
+        assert json.loads(listed.stdout) == [{"name": "notify", "type": "edge", "version": version}]
+    rows = sqlite3.connect(data / "meta-agent-edge.db").execute(
+        "SELECT version, sync_status FROM agents"
+    )
+    assert rows.fetchall() == [("1.1.0", "pending")]  # one row, its new version to sync
+
+
+def test_a_command_prints_only_its_own_output_and_v_shows_the_runtime_log(tmp_path: Path) -> None:
+    # The runtime a command opens has no central (127.0.0.1:9 refuses): it says so at INFO,
+    # which is for services (run, central serve, update supervise), not for commands.
+    cfg = tmp_path / "edge-config.yaml"
+    cfg.write_text("sync:\n  central_url: http://127.0.0.1:9\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: quiet\nversion: 1.0.0\nsteps:\n  - id: one\n    agent: echo\n")
+    base = ("--config", str(cfg), "--data-dir", str(tmp_path / "d"))
+    added = run_cli(*base, "workflow", "add", str(flow))
+    assert added.returncode == 0, added.stderr
+    assert added.stderr == "", added.stderr
+    listed = run_cli(*base, "workflow", "list")
+    assert listed.returncode == 0 and "quiet" in listed.stdout
+    assert listed.stderr == "", listed.stderr
+    loud = run_cli(*base, "-v", "workflow", "list")
+    assert loud.returncode == 0
+    assert "INFO" in loud.stderr or "DEBUG" in loud.stderr, loud.stderr

@@ -242,6 +242,18 @@ class Device:
             assert resp.status == 200
             return dict(json.loads(resp.read()))
 
+    def edge_min(self, *argv: str) -> Any:
+        """The installed package's own ``edge-min`` with this device's config and data."""
+        cmd = [str(self.prefix / "edge-min"), "--config", str(self.conf / "edge-config.yaml")]
+        cmd += ["--data-dir", str(self.data), *argv]
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def tamper_state(self) -> str:
+        """The running runtime's tamper state (``security status``)."""
+        return str(json.loads(self.edge_min("security", "status", "--json").stdout)["state"])
+
     def pid(self) -> int:
         """The background runtime's pid, which must be alive."""
         pid = int((self.data / "edge-min.pid").read_text())
@@ -324,7 +336,9 @@ def test_package_holds_everything_and_setup_refuses_a_tampered_one(
     assert info["version"] == (unpacked / "VERSION").read_text().strip()
     if info["kind"] == "source":
         wheels = sorted(n.split("/")[-1].split("-")[0].lower() for n in names if "wheels" in n)
-        assert wheels == ["cbor2", "edge_min", "pyyaml"]
+        # pycryptodome too: encryption at rest is on by default, and the device's Python
+        # may have nothing but the standard library (a fresh Debian 12 has not).
+        assert wheels == ["cbor2", "edge_min", "pycryptodome", "pyyaml"]
     assert (unpacked / "config" / "edge-config.yaml").read_bytes() == (
         REPO / "edge_min" / "defaults" / "edge-config.yaml"
     ).read_bytes()
@@ -400,6 +414,8 @@ def test_deploy_over_ssh_installs_starts_and_answers_health(device: Device) -> N
     assert view["status"] == "ok"
     assert view["version"] == (device.prefix / "VERSION").read_text().strip()
     assert (device.data / "meta-agent-edge.db").exists()
+    if (device.prefix / "lib" / "wheels").is_dir():  # from source: what encryption needs
+        assert (device.prefix / "lib" / "python" / "Crypto" / "Cipher").is_dir()
 
     monitor = device.run("edge_monitor.sh", "127.0.0.1", device.user)
     assert f"running (pid {pid}, background)" in monitor.stdout
@@ -436,6 +452,8 @@ def test_update_keeps_configs_and_rolls_back_a_version_that_does_not_start(
     # The operator's change must survive updates.
     config = device.conf / "edge-config.yaml"
     config.write_text(config.read_text() + "# tuned for this gateway\n")
+    # ... and is accepted as an operator does, or tamper detection locks the device down.
+    assert device.edge_min("security", "accept", "--check", "filesystem_integrity").returncode == 0
 
     new = _build(tmp_path / "v2.tar.gz", "--version", old_version + "+2")
     updated = device.run("edge_update.sh", "127.0.0.1", device.user, EDGE_PACKAGE=str(new))
@@ -446,6 +464,7 @@ def test_update_keeps_configs_and_rolls_back_a_version_that_does_not_start(
     assert config.read_text().endswith("# tuned for this gateway\n")
     assert (device.conf / "edge-config.yaml.dist").exists()
     assert device.health()["status"] == "ok"
+    assert device.tamper_state() == "ok"  # an update is no tampering; the edit was accepted
     good_pid = device.pid()
 
     broken = device.run(
@@ -465,6 +484,53 @@ def test_update_keeps_configs_and_rolls_back_a_version_that_does_not_start(
     assert _wait_dead(good_pid)
     assert device.pid() != good_pid
     assert device.health()["status"] == "ok"
+    assert device.tamper_state() == "ok"
+
+
+def _local_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """This repository's ``edge-min`` on the build machine (keys and bundles are made there)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_min.cli", *argv],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_a_signed_bundle_updates_over_ssh_and_an_altered_one_changes_nothing(
+    device: Device, tmp_path: Path
+) -> None:
+    """edge_update.sh with a bundle: update.sh verifies it against the pinned root first."""
+    device.run("edge_deploy.sh", "127.0.0.1", device.user)
+    old_version = (device.prefix / "VERSION").read_text().strip()
+    keys = tmp_path / "keys"
+    _local_cli("update", "keys", "init", str(keys))
+    device.edge_min("update", "trust", str(keys / "root.json"))  # at provisioning
+    package = _build(tmp_path / "v9.tar.gz", "--version", "9.0.0")
+    bundle = tmp_path / "edge-min-9.0.0.emub"
+    _local_cli("update", "bundle", str(package), "--version", "9.0.0", "--keys", str(keys),
+               "-o", str(bundle))  # fmt: skip
+    pid = device.pid()
+
+    altered = tmp_path / "altered" / bundle.name  # one byte of the payload changed
+    altered.parent.mkdir()
+    data = bytearray(bundle.read_bytes())
+    data[-200] ^= 0x01
+    altered.write_bytes(bytes(data))
+    refused = device.run("edge_update.sh", "127.0.0.1", device.user, ok=False,
+                         EDGE_PACKAGE=str(altered))  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "failed its verification; nothing was changed" in refused.stdout + refused.stderr
+    assert (device.prefix / "VERSION").read_text().strip() == old_version
+    assert device.pid() == pid  # never stopped
+
+    updated = device.run("edge_update.sh", "127.0.0.1", device.user, EDGE_PACKAGE=str(bundle))
+    assert "(signed, newer than" in updated.stdout, updated.stdout
+    assert f"updating {old_version} -> 9.0.0" in updated.stdout
+    assert (device.prefix / "VERSION").read_text().strip() == "9.0.0"
+    assert device.health()["status"] == "ok"
+    trusted = json.loads((device.data / "update" / "trust" / "state.json").read_text())
+    assert trusted["installed"]["version"] == "9.0.0"  # older bundles are refused from now on
 
 
 @pytest.fixture
@@ -538,3 +604,248 @@ def test_manage_edge_device_lifecycle_against_the_central(device: Device, centra
     assert "answered 404" in unknown.stderr
     with pytest.raises(urllib.error.HTTPError):
         _central("GET", f"{central}/api/devices/gw-nobody")
+
+
+# -- A/B slots over SSH (EDGE_SLOTS=1) ---------------------------------------------------------
+
+# Short trials: a healthy runtime commits after 2 s; a try that has not committed in 20 s fails.
+SHORT_TRIALS = "update:\n  commit_after: 2\n  health_timeout: 20\n"
+
+
+@pytest.fixture
+def slots(device: Device) -> Device:
+    """The device, deployed with EDGE_SLOTS=1 and short trials in its edge-config.yaml.
+
+    The config is put in place before the deploy, as an operator's: setup.sh keeps it (and
+    writes the package's beside it as edge-config.yaml.dist).
+    """
+    device.env["EDGE_SLOTS"] = "1"
+    device.conf.mkdir(parents=True)
+    defaults = (REPO / "edge_min" / "defaults" / "edge-config.yaml").read_text()
+    assert "\nupdate:" not in defaults
+    (device.conf / "edge-config.yaml").write_text(defaults + SHORT_TRIALS)
+    deployed = device.run("edge_deploy.sh", "127.0.0.1", device.user)
+    assert "installed " in deployed.stdout and "into slot a of" in deployed.stdout
+    assert "under the supervisor" in deployed.stdout
+    return device
+
+
+def _update_root(device: Device) -> Path:
+    return device.prefix / "update"
+
+
+def _slots_state(device: Device) -> dict[str, Any]:
+    """update-state.json of the device's slots."""
+    return dict(json.loads((_update_root(device) / "update-state.json").read_text()))
+
+
+def _supervised(device: Device) -> dict[str, Any]:
+    """supervisor.json: what the supervisor runs (its pid, the slot, the runtime's pid)."""
+    return dict(json.loads((_update_root(device) / "supervisor.json").read_text()))
+
+
+def _slots_status(device: Device) -> dict[str, Any]:
+    """``edge-min update status --json`` of the device."""
+    out = device.edge_min("update", "status", "--json", "--root", str(_update_root(device)))
+    return dict(json.loads(out.stdout))
+
+
+def _wait(what: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError, AssertionError):
+            value = what()
+            if value:
+                return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _unhealthy_package(tmp_path: Path, device: Device, version: str) -> Path:
+    """A package whose runtime starts, then fails its health checks: its ``edge-min`` runs
+    this repository's code with a config folder of its own, whose one check (``false``)
+    fails at once; tamper detection off there, since other configs are tampering."""
+    bad = tmp_path / "bad-config"
+    bad.mkdir()
+    for conf in device.conf.glob("*.yaml"):
+        shutil.copy(conf, bad / conf.name)
+    (bad / "edge-monitoring.yaml").write_text(
+        'health_checks:\n  - name: broken_driver\n    interval: 1\n    command: "false"\n'
+        "    timeout: 1\nalerts: []\n"
+    )
+    (bad / "edge-security.yaml").write_text("tamper_detection:\n  enabled: false\n")
+    script = tmp_path / "edge-min-unhealthy"
+    script.write_text(
+        f"#!/bin/sh\n# {version}: a runtime whose health check broken_driver fails\n"
+        '[ "$1" = --config ] && shift 2\n'
+        f"PYTHONPATH={REPO} exec {sys.executable} -m edge_min.cli "
+        f'--config {bad}/edge-config.yaml "$@"\n'
+    )
+    script.chmod(0o755)
+    out = tmp_path / f"unhealthy-{version}.tar.gz"
+    result = subprocess.run(
+        [str(SCRIPTS / "build_edge_package.sh"), "--binary", str(script), "--version", version,
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def _signed(tmp_path: Path, package: Path, version: str) -> tuple[Path, Path]:
+    """Signing keys made here and a bundle of ``package``: (keys folder, bundle)."""
+    keys = tmp_path / "keys"
+    if not keys.exists():
+        _local_cli("update", "keys", "init", str(keys))
+    bundle = tmp_path / f"edge-min-{version}.emub"
+    _local_cli("update", "bundle", str(package), "--version", version, "--keys", str(keys),
+               "-o", str(bundle))  # fmt: skip
+    return keys, bundle
+
+
+def test_a_slots_install_over_ssh_runs_the_supervisor_and_answers_health(slots: Device) -> None:
+    """EDGE_SLOTS=1: slot a committed, the supervisor as the service, stop takes both."""
+    version = (slots.prefix / "VERSION").read_text().strip()
+    st = _slots_state(slots)
+    assert st["active"] == "a" and st["trying"] is None
+    assert (st["slots"]["a"]["state"], st["slots"]["a"]["version"]) == ("good", version)
+    assert st["slots"]["b"]["state"] == "empty"
+    assert "EDGE_SLOTS='1'" in (slots.prefix / "install.env").read_text()
+    supervisor = slots.pid()  # the pid file names the supervisor ...
+    running = _supervised(slots)
+    assert running["pid"] == supervisor and running["slot"] == "a"
+    child = running["child_pid"]  # ... which runs slot a's `edge-min run`
+    cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert " run " in cmdline + " " and "--port 0" in cmdline
+    assert slots.health()["status"] == "ok"
+    assert slots.tamper_state() == "ok"
+
+    monitor = slots.run("edge_monitor.sh", "127.0.0.1", slots.user)
+    assert f"{version}: running (pid {supervisor}, background, slot a (runtime pid {child})" in (
+        monitor.stdout
+    )
+    assert "health: healthy" in monitor.stdout
+
+    # The unit systemd would get: the supervisor, which writes the update root; no notify.
+    unit = subprocess.run(
+        [str(slots.prefix / "setup.sh"), "--print-unit"], capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("PREFIX", "EDGE_SLOTS")},
+    )  # fmt: skip
+    assert unit.returncode == 0, unit.stderr
+    lines = unit.stdout.splitlines()
+    assert (
+        f"ExecStart={slots.prefix}/edge-min --config {slots.conf}/edge-config.yaml "
+        f"--data-dir {slots.data} update supervise --root {slots.prefix}/update"
+    ) in lines
+    assert f"ReadWritePaths={slots.data} {slots.prefix}/update" in lines
+    assert "Type=exec" in lines
+    assert not [line for line in lines if line.startswith(("WatchdogSec=", "NotifyAccess="))]
+
+    subprocess.run([str(slots.prefix / "edgectl.sh"), "stop"], check=True, capture_output=True)
+    assert _wait_dead(supervisor) and _wait_dead(child)
+    assert not (_update_root(slots) / "supervisor.json").exists()
+
+
+def test_a_signed_bundle_over_ssh_goes_into_the_other_slot_and_commits(
+    slots: Device, tmp_path: Path
+) -> None:
+    """An altered bundle writes no slot; a good one is tried in slot b and commits there;
+    a plain package is tried the same way (into slot a again)."""
+    old = (slots.prefix / "VERSION").read_text().strip()
+    keys, bundle = _signed(tmp_path, _build(tmp_path / "v9.tar.gz", "--version", "9.0.0"), "9.0.0")
+    slots.edge_min("update", "trust", str(keys / "root.json"))  # at provisioning
+    before = (_update_root(slots) / "update-state.json").read_bytes()
+    running = _supervised(slots)
+
+    altered = tmp_path / "altered" / bundle.name  # one byte of the payload changed
+    altered.parent.mkdir()
+    data = bytearray(bundle.read_bytes())
+    data[-200] ^= 0x01
+    altered.write_bytes(bytes(data))
+    refused = slots.run("edge_update.sh", "127.0.0.1", slots.user, ok=False,
+                        EDGE_PACKAGE=str(altered))  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "failed its verification; nothing was changed" in refused.stderr
+    assert "Edge update NOT applied" in refused.stderr
+    assert (_update_root(slots) / "update-state.json").read_bytes() == before
+    assert not (_update_root(slots) / "slots" / "b").exists()
+    assert not (_update_root(slots) / "staging").exists()
+    assert _supervised(slots) == running  # nothing was stopped
+
+    updated = slots.run("edge_update.sh", "127.0.0.1", slots.user, EDGE_PACKAGE=str(bundle))
+    assert "(signed, newer than" in updated.stdout, updated.stdout
+    assert f"updating {old} -> 9.0.0 (slot b, on trial" in updated.stdout
+    assert f"updated to 9.0.0: slot b (9.0.0) committed; {old} is kept in slot a" in (
+        updated.stdout
+    )
+    assert "Edge update complete!" in updated.stdout
+    print(f"bundle update over ssh, trial and commit: {updated.seconds:.1f}s")
+    view = _slots_status(slots)
+    assert view["active"] == "b" and view["trying"] is None
+    assert (view["slots"]["b"]["state"], view["slots"]["b"]["version"]) == ("good", "9.0.0")
+    assert (view["slots"]["a"]["state"], view["slots"]["a"]["version"]) == ("good", old)
+    assert view["running"]["slot"] == "b" and view["running"]["pid"] == running["pid"]
+    assert not _alive(running["child_pid"])  # the old runtime was stopped for the new one
+    assert slots.health()["status"] == "ok"
+    assert slots.tamper_state() == "ok"
+    trusted = slots.data / "update" / "trust" / "state.json"  # recorded at the commit
+    _wait(lambda: json.loads(trusted.read_text())["installed"]["version"] == "9.0.0", 30)
+    version = slots.run("edge_monitor.sh", "127.0.0.1", slots.user)
+    assert "meta-agent-edge 9.0.0: running" in version.stdout
+    assert (slots.prefix / "VERSION").read_text().strip() == old  # $PREFIX: setup.sh's
+
+    # A plain package (SHA256SUMS, no signature) goes through a trial all the same.
+    plain = slots.run("edge_update.sh", "127.0.0.1", slots.user)  # the first package again
+    assert "a plain package: not signed" in plain.stdout
+    assert f"updated to {old}: slot a ({old}) committed; 9.0.0 is kept in slot b" in plain.stdout
+    view = _slots_status(slots)
+    assert view["active"] == "a" and view["running"]["slot"] == "a"
+    assert slots.health()["status"] == "ok"
+
+
+def test_a_bundle_that_fails_health_is_given_up_and_the_old_slot_runs_again(
+    slots: Device, tmp_path: Path
+) -> None:
+    """3 unhealthy tries: the supervisor goes back to slot a by itself; update.sh exits 1
+    with its reason. Then decommission.sh stops the supervisor and its runtime."""
+    old = (slots.prefix / "VERSION").read_text().strip()
+    keys, bundle = _signed(tmp_path, _unhealthy_package(tmp_path, slots, "9.1.0"), "9.1.0")
+    slots.edge_min("update", "trust", str(keys / "root.json"))
+    supervisor = slots.pid()
+
+    failed = slots.run("edge_update.sh", "127.0.0.1", slots.user, ok=False,
+                       EDGE_PACKAGE=str(bundle))  # fmt: skip
+    print(f"unhealthy bundle over ssh, 3 tries and the fallback: {failed.seconds:.1f}s")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    verdict = (
+        "9.1.0 was NOT applied: slot b (9.1.0) was given up: 3 failed starts; the last: "
+        "health failed: broken_driver"
+    )
+    assert verdict in failed.stdout, failed.stdout
+    assert f"rolled back: {old} runs again (slot a)" in failed.stdout
+    assert "Edge update NOT applied: the previous version runs" in failed.stderr
+    st = _slots_state(slots)
+    assert st["active"] == "a" and st["trying"] is None
+    assert (st["slots"]["a"]["state"], st["slots"]["a"]["version"]) == ("good", old)
+    assert st["slots"]["b"]["state"] == "bad"
+    assert st["report"]["kind"] == "fallback" and st["report"]["to_version"] == old
+    running = _supervised(slots)
+    assert running["slot"] == "a" and running["pid"] == supervisor
+    assert slots.health()["status"] == "ok"
+    assert slots.tamper_state() == "ok"
+    log = (slots.data / "logs" / "edge-min.out").read_text()
+    assert all(f"started try {n} of slot b (9.1.0)" in log for n in (1, 2, 3))
+    # Not recorded as installed: the trust still takes a 9.0.0 (older than 9.1.0) later.
+    trusted = json.loads((slots.data / "update" / "trust" / "state.json").read_text())
+    assert (trusted.get("installed") or {}).get("version") != "9.1.0"
+
+    child = running["child_pid"]
+    gone = subprocess.run(
+        [str(slots.prefix / "decommission.sh")], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "EDGE_DECOMMISSION_OFFLINE": "1"},
+    )  # fmt: skip
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "is decommissioned" in gone.stdout
+    assert _wait_dead(supervisor) and _wait_dead(child)
+    for path in (slots.prefix, slots.conf, slots.data):
+        assert not path.exists(), f"{path} survived decommissioning"

@@ -353,3 +353,25 @@ def test_the_shipped_text_classifier_runs_warm(platform: PosixPlatform, tmp_path
         assert ex.invoke("x" * 5000, ctx())["label"] in CLASSES  # cut to max_length
     finally:
         ex.close()
+
+
+def test_runtime_threads_sizes_the_workers_thread_pool(
+    models: dict[str, Path], platform: PosixPlatform, tmp_path: Path
+) -> None:
+    # intra_op_num_threads = runtime.threads: with 1 the worker runs on its main thread
+    # alone, with 3 onnxruntime's pool adds threads of its own (at least 2); OMP_NUM_THREADS
+    # tells any OpenMP inside the same.
+    threads = 3
+    counts = {}
+    for n in (1, threads):
+        ex = executor(onnx_agent(models["scaled"], threads=n), platform, tmp_path / f"t{n}")
+        try:
+            assert ex.invoke({"x": [1, 2, 3], "n": 2}, ctx()) == {"y": [2.0, 4.0, 6.0]}
+            pid = ex.worker_pid
+            assert pid is not None
+            counts[n] = len(os.listdir(f"/proc/{pid}/task"))
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert f"OMP_NUM_THREADS={n}".encode() in environ
+        finally:
+            ex.close()
+    assert counts[1] == 1 and counts[threads] >= 1 + threads - 1, counts

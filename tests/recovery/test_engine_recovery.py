@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from edge_min.config import load_config
+from edge_min.runtime import Paths
+from edge_min.security.atrest import open_device_store
 from tests.conftest import http, run_cli
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "recovery"
@@ -198,7 +201,7 @@ def test_sigkill_during_200_runs_loses_none_and_reruns_no_finished_step(
     in_flight: list[int] = []  # steps running at each kill
     kills = 0
     began = time.monotonic()
-    while len(accepted) < RUNS:
+    while len(accepted) < RUNS and not refused:  # a refusal fails below, never loops
         rp = runtime_process(data)
         stop = threading.Event()
         submitter = threading.Thread(
@@ -225,15 +228,18 @@ def test_sigkill_during_200_runs_loses_none_and_reruns_no_finished_step(
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        runs = {
-            row[0]: (row[1], row[2])
-            for row in conn.execute("SELECT id, status, output FROM workflow_executions")
-        }
         steps = conn.execute(
             "SELECT id, workflow_execution_id, status FROM agent_executions"
         ).fetchall()
     finally:
         conn.close()
+    # Outputs are encrypted at rest: read them as the runtime does, through its key ring.
+    config = load_config(data / "edge-config.yaml")
+    with open_device_store(config, Paths.resolve(config, data)) as store:
+        runs = {
+            row["id"]: (row["status"], row["output"])
+            for row in store.backend.select("workflow_executions")
+        }
 
     lost = set(accepted) - set(runs)
     assert not lost, f"{len(lost)} accepted runs lost (seed {SEED})"

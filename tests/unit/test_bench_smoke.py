@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-#: The areas of `make bench`; bench_binary.py is `make bench-binary`, a command of its own.
-MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py") if p.stem != "bench_binary")
+#: The areas of `make bench`; bench_binary.py (`make bench-binary`) and bench_web.py (`make
+#: bench-web`, in Chromium) are commands of their own.
+OWN_COMMANDS = {"bench_binary", "bench_web"}
+MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py") if p.stem not in OWN_COMMANDS)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -40,6 +42,17 @@ def test_bench_binary_without_a_binary_says_how_to_build_one(
     assert module.main(["--binary", str(tmp_path / "none"), "--no-write"]) == 2
     assert "make binary" in capsys.readouterr().err
     sys.modules.pop("bench_binary", None)
+
+
+def test_bench_web_without_a_bundle_says_how_to_build_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("bench_web")
+    assert callable(module.run)
+    assert module.main(["--bundle", str(tmp_path / "none"), "--no-write"]) == 2
+    assert "make web" in capsys.readouterr().err
+    sys.modules.pop("bench_web", None)
 
 
 def test_sections_of_other_commands_survive_a_rewrite(

@@ -28,6 +28,9 @@ class Link:
     def resources(self, data_path: str) -> NoResources:
         return NoResources()
 
+    def hardware_facts(self) -> dict[str, str]:
+        return {"machine_id": "test-link"}
+
 
 def make_runtime(tmp_path: Path, clock: VirtualClock, **sections: Any) -> Runtime:
     config = parse_config(sections or {}, source="test")
@@ -217,3 +220,29 @@ def test_a_subsystem_whose_needs_come_later_is_refused_with_the_fix(tmp_path: Pa
         Runtime(
             config, Paths.resolve(config, tmp_path / "d"), subsystems=(Flaky, *SUBSYSTEMS)
         ).open()
+
+
+class NeedsSync(Subsystem):
+    """A subsystem that cannot work without sync."""
+
+    name = "needs_sync"
+    needs = ("storage", "sync")
+
+
+def test_leaving_a_subsystem_out_leaves_out_what_needs_it(tmp_path: Path) -> None:
+    from edge_min.store.subsystem import Storage
+    from edge_min.subsystems import SUBSYSTEMS
+    from edge_min.sync.subsystem import Sync
+
+    config = parse_config({"runtime": {"offline_mode": "never"}}, source="test")
+    kinds = (*SUBSYSTEMS[:-1], NeedsSync, SUBSYSTEMS[-1])
+    rt = Runtime(
+        config, Paths.resolve(config, tmp_path / "d"), subsystems=kinds, without=("sync",)
+    ).open()
+    try:
+        opened = {type(sub) for sub in rt.subsystems()}
+        assert Storage in opened and SUBSYSTEMS[-1] in opened
+        assert Sync not in opened and NeedsSync not in opened
+        assert rt.sync is None
+    finally:
+        rt.close()

@@ -13,7 +13,7 @@ from edge_min.config import load_config
 from edge_min.config.sync import NetworkPolicy, SyncConfig
 from edge_min.errors import NotFound
 from edge_min.runtime import Paths
-from edge_min.store import open_store
+from edge_min.security.atrest import open_device_store
 from edge_min.sync import commands
 from edge_min.sync.commands import ProgressPrinter, load_sync_key
 from edge_min.sync.tracker import ChangeTracker
@@ -35,7 +35,7 @@ def test_sync_run_status_and_conflicts(tmp_path: Path, capsys: pytest.CaptureFix
     try:
         config, paths = _setup(tmp_path, server.url)
         paths.root.mkdir(parents=True)
-        with open_store(paths.db, changes=ChangeTracker) as store:
+        with open_device_store(config, paths, changes=ChangeTracker) as store:
             store.agents.create("a1", "python", {"entry": "x:y"}, "1")
         args = argparse.Namespace(now=True, entity=["agents"], json=False)
         assert commands.sync_run(args, config, paths) == 0
@@ -83,3 +83,53 @@ def test_the_sync_key_is_made_once_and_kept(tmp_path: Path) -> None:
 
     with pytest.raises(SyncKeyError, match="32 raw bytes"):
         load_sync_key(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("edge_default", "conflicts", "b_config"),
+    [
+        (None, 0, {"v": "A"}),  # the spec's policy for agents: central_wins
+        ("manual", 1, {"v": "B"}),  # edge-config's default for entities without their own
+    ],
+)
+def test_edge_config_conflict_resolution_is_the_policy_of_entities_without_one(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edge_default: str | None,
+    conflicts: int,
+    b_config: dict[str, str],
+) -> None:
+    server = start_central(tmp_path / "central.db")
+    try:
+        devices = []
+        for name in ("a", "b"):
+            folder = tmp_path / name
+            folder.mkdir()
+            policy = f"  conflict_resolution: {edge_default}\n" if edge_default else ""
+            (folder / "edge-config.yaml").write_text(
+                f"sync:\n  central_url: {server.url}\n{policy}"
+            )
+            # sync-config.yaml names the network policy only: every entity keeps its default
+            (folder / "sync-config.yaml").write_text(
+                "sync:\n  network:\n    max_bandwidth: 0\n    encryption: false\n"
+            )
+            config = load_config(folder / "edge-config.yaml")
+            devices.append((config, Paths(root=folder, db=folder / "edge.db")))
+        (config_a, paths_a), (config_b, paths_b) = devices
+        args = argparse.Namespace(now=True, entity=["agents"], json=False)
+        with open_device_store(config_a, paths_a, changes=ChangeTracker) as store:
+            agent_id = store.agents.create("a1", "python", {"v": "0"}, "1")["id"]
+        assert commands.sync_run(args, config_a, paths_a) == 0
+        assert commands.sync_run(args, config_b, paths_b) == 0  # b pulls a1
+        for cfg, paths, value in ((config_a, paths_a, "A"), (config_b, paths_b, "B")):
+            with open_device_store(cfg, paths, changes=ChangeTracker) as store:
+                store.agents.update(agent_id, config={"v": value})
+        assert commands.sync_run(args, config_a, paths_a) == 0
+        commands.sync_run(args, config_b, paths_b)  # b's edit is based on the old version
+        capsys.readouterr()
+        assert commands.sync_conflicts(argparse.Namespace(json=True), config_b, paths_b) == 0
+        assert len(json.loads(capsys.readouterr().out)) == conflicts
+        with open_device_store(config_b, paths_b, changes=ChangeTracker) as store:
+            assert store.agents.require(agent_id)["config"] == b_config
+    finally:
+        server.stop()

@@ -47,7 +47,8 @@ def test_a_runtime_syncs_through_the_transport_it_is_given(tmp_path: Path) -> No
             clock.advance(1.0)
         assert rt.sync.status()["status"] == "success", rt.sync.status()
         node = rt.store.meta.get("device.id")
-        assert asked == [node]  # the factory made the one transport, for this device
+        # The factory made sync's transport and attestation's, both for this device.
+        assert asked == [node, node]
         records = central.pull("workflows", 0, 10)
         assert [r["row"]["name"] for r in records] == ["injected"]
     finally:

@@ -98,3 +98,20 @@ def test_posix_worker_runs_with_no_limits(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout == b'"hi"'
     assert result.stderr.decode().strip() == os.path.realpath(tmp_path)
     assert result.cpu_limit_mode == "none" and result.killed_for is None
+
+
+def test_the_in_process_platform_starts_no_process_to_name_its_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A browser tab has no processes: platform.platform() would ask `uname -p` for one.
+    import subprocess
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"hardware_facts started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    from edge_min.platform.inprocess import InProcessPlatform
+
+    facts = InProcessPlatform().hardware_facts()
+    assert facts == {"system": os.uname().sysname, "machine": os.uname().machine}
+    assert InProcessPlatform.runs_commands is False and PosixPlatform.runs_commands is True

@@ -150,10 +150,11 @@ def agent_configs(draw: st.DrawFn) -> AgentConfig:
     executor = draw(st.sampled_from(["onnxruntime", "command", "python"]))
     model = None
     if executor == "onnxruntime" or draw(st.booleans()):
-        model = ModelConfig(
-            type=draw(st.sampled_from(["quantized", "full"])),
+        kind = draw(st.sampled_from(["quantized", "full"]))
+        model = ModelConfig(  # a precision that fits the type (the parser refuses others)
+            type=kind,
             path="/models/" + draw(names) + ".onnx",
-            precision=draw(st.sampled_from(["int8", "fp16", "fp32"])),
+            precision="fp32" if kind == "full" else draw(st.sampled_from(["int8", "fp16"])),
         )
     runtime = AgentRuntime(
         executor=executor,

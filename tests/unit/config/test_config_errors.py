@@ -21,6 +21,7 @@ SYNC = "sync-config.yaml"
 MON = "edge-monitoring.yaml"
 SEC = "edge-security.yaml"
 AGENT = "edge-agent-config.yaml"
+SECURITY = "edge-security.yaml"
 
 
 def messages_of(tmp_path: Path, name: str, text: str) -> list[str]:
@@ -288,13 +289,13 @@ CASES: list[tuple[str, str, str]] = [
         SEC,
         "access_control:\n  authentication:\n    method: password\n",
         "edge-security.yaml: access_control.authentication.method: unknown value 'password'; "
-        "allowed: certificate, token",
+        "allowed: certificate, token, any",
     ),
     (
         SEC,
-        "attestation:\n  enabled: true\n  method: remote\n  server: null\n",
-        "edge-security.yaml: attestation.server: is required when attestation is enabled "
-        "with method remote",
+        "attestation:\n  method: local\n  server: https://attest.example.com\n",
+        "edge-security.yaml: attestation.server: is only used with method remote; remove it, "
+        "or set method: remote",
     ),
     (
         AGENT,
@@ -313,6 +314,41 @@ CASES: list[tuple[str, str, str]] = [
         "name: a\nversion: '1'\nmodel: {path: m.onnx, precision: int4}\noutput: {classes: [x]}\n",
         "edge-agent-config.yaml: model.precision: unknown value 'int4'; allowed: int8, fp16, fp32; "
         "did you mean 'int8'?",
+    ),
+    (
+        SECURITY,
+        "encryption:\n  storage:\n    algorithm: ChaCha20\n",
+        "edge-security.yaml: encryption.storage.algorithm: unknown value 'ChaCha20'; "
+        "allowed: AES-256-GCM",
+    ),
+    (
+        AGENT,
+        "name: a\nversion: '1'\nmodel: {path: m.onnx, type: quantized, precision: fp32}\n"
+        "output: {classes: [x]}\n",
+        "edge-agent-config.yaml: model.precision: is fp32 but model.type is quantized, which "
+        "takes int8 or fp16; set model.type: full or a matching precision",
+    ),
+    (
+        AGENT,
+        "name: a\nversion: '1'\nmodel: {path: m.onnx, type: full, precision: int8}\n"
+        "output: {classes: [x]}\n",
+        "edge-agent-config.yaml: model.precision: is int8 but model.type is full, which "
+        "takes fp32; set model.type: quantized or a matching precision",
+    ),
+    (
+        AGENT,
+        "name: a\nversion: '1'\ntype: cloud\nruntime: {executor: command, command: [echo]}\n",
+        "edge-agent-config.yaml: type: unknown value 'cloud'; allowed: edge",
+    ),
+    (
+        AGENT,
+        "name: a\nversion: '1'\nmodel: {path: m.onnx, format: tflite}\noutput: {classes: [x]}\n",
+        "edge-agent-config.yaml: model.format: unknown value 'tflite'; allowed: onnx",
+    ),
+    (
+        AGENT,
+        "name: a\nversion: '1'\nmodel: {path: m.onnx}\noutput: {format: xml, classes: [x]}\n",
+        "edge-agent-config.yaml: output.format: unknown value 'xml'; allowed: json",
     ),
     (
         AGENT,

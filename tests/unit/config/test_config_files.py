@@ -26,6 +26,7 @@ from edge_min.config import (
     parse_condition,
     parse_config,
 )
+from edge_min.runtime import Paths
 
 SPEC = Path(__file__).resolve().parents[2] / "fixtures" / "spec_configs"
 MB = 1024 * 1024
@@ -52,7 +53,7 @@ def test_spec_edge_config_values_and_units(spec_dir: Path) -> None:
     assert cfg.sync.conflict_resolution == "last_modified"
     assert cfg.storage.type == "sqlite"
     assert cfg.storage.path == "/data/meta-agent-edge.db"
-    assert cfg.storage.database_path("/elsewhere") == "/data/meta-agent-edge.db"
+    assert Paths.resolve(cfg, "/elsewhere").db == Path("/data/meta-agent-edge.db")
     assert cfg.storage.backup_interval == 86400.0
     assert (cfg.storage.synchronous, cfg.storage.backup_keep, cfg.storage.root) == ("FULL", 7, None)
     assert cfg.security.key_rotation_interval == 30 * 86400.0
@@ -186,7 +187,7 @@ def test_defaults_without_any_file() -> None:
     assert cfg.source is None
     assert set(cfg.files.values()) == {"<defaults>"}
     assert cfg.storage.path is None
-    assert cfg.storage.database_path("/var/lib/edge") == "/var/lib/edge/meta-agent-edge.db"
+    assert Paths.resolve(cfg, "/var/lib/edge").db == Path("/var/lib/edge/meta-agent-edge.db")
     assert cfg.sync.central_url == "http://127.0.0.1:8765"
     assert cfg.runtime.max_memory_usage == 512 * MB
     assert cfg.sync_config.entities["agents"].batch_size == 20

@@ -178,6 +178,9 @@ class ShowingPlatform:
     def can_reach(self, host: str, port: int, timeout: float) -> bool:
         return True
 
+    def hardware_facts(self) -> dict[str, str]:
+        return {"machine_id": "test-host"}
+
 
 def test_the_runtime_monitor_reads_the_platform_it_was_given(tmp_path: Path) -> None:
     host = FakeResources({"battery_level": 42.0, "battery_charging": 0.0})

@@ -274,6 +274,16 @@ def test_state_store_future_slot_is_kept() -> None:
     assert s.add_interval("shortened", 60, noop).next_run_at == START + 60
 
 
+def test_an_explicit_first_run_is_not_postponed_by_a_stored_slot() -> None:
+    """The monitor's checks (first=0) run at each start, whatever the last run stored."""
+    store = MemoryStateStore()
+    store.save("checks", ScheduleState(START - 10, START + 290))
+    store.save("report", ScheduleState(START - 10, START + 290))
+    _, s = make(store=store)
+    assert s.add_interval("checks", 300, noop, first=0).next_run_at == START
+    assert s.add_interval("report", 300, noop, first=400).next_run_at == START + 290
+
+
 class BrokenStore:
     def load(self, job_id: str) -> ScheduleState | None:
         raise OSError("disk gone")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from edge_min.security.keyfile import create_key_file
 from edge_min.security.tokens import load_key
@@ -34,3 +37,15 @@ def test_the_token_and_sync_keys_use_it(tmp_path: Path) -> None:
     assert len(token_key) == len(sync_key) == 32 and token_key != sync_key
     assert load_sync_key(tmp_path) == sync_key  # read back, not remade
     assert stat.S_IMODE((tmp_path / "keys" / "sync.key").stat().st_mode) == 0o600
+
+
+def test_a_host_without_link_makes_it_by_exclusive_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Emscripten's file systems (Pyodide in a browser) have no os.link at all.
+    monkeypatch.delattr(os, "link")
+    path = tmp_path / "keys" / "nolink.key"
+    key = create_key_file(path, 32)
+    assert path.read_bytes() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert create_key_file(path, 32) == key  # found, not replaced
+    assert [p.name for p in path.parent.iterdir()] == ["nolink.key"]

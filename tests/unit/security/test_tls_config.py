@@ -109,7 +109,7 @@ def test_from_config_missing_file_names_file_and_key(
     assert err.path == f"{COMM}.{key}"
     assert err.file == "/etc/edge-security.yaml"
     assert str(missing) in str(err)
-    assert "does not exist" in str(err) and "edge-min certs init" in str(err)
+    assert "does not exist" in str(err) and "edge-min init --security" in str(err)
 
 
 def test_from_config_unset_path_names_the_key(certs: dict[str, Path]) -> None:
