@@ -37,7 +37,10 @@
     ├── SchedulerError              scheduler_error         a job could not be scheduled
     │                                                       (bad cron, bad interval)
     ├── RuntimeBusy                 runtime_busy            another ``edge-min run`` already
-    │                                                       holds the data directory
+    │   │                                                   holds the data directory
+    │   └── LeaderGone              leader_gone             the browser tab that ran the runtime
+    │                                                       closed before it answered another
+    │                                                       tab's call (wasm/web/edge-min.js)
     ├── HlcError                    sync_bad_hlc            a hybrid logical clock timestamp is
     │                                                       malformed (in edge_min.sync.hlc)
     ├── CertificateError            certificate_error       development certificates could not
@@ -308,6 +311,14 @@ class RuntimeBusy(EdgeError):
     """Another ``edge-min run`` already holds this data directory."""
 
     code = "runtime_busy"
+
+
+class LeaderGone(RuntimeBusy):
+    """In a browser, the tab whose worker ran the runtime closed or crashed before it answered
+    a call another tab had forwarded to it; the page's loader (``wasm/web/edge-min.js``)
+    rejects that call with this code, and the call may or may not have been carried out."""
+
+    code = "leader_gone"
 
 
 class UsageError(EdgeError):

@@ -167,6 +167,45 @@ def test_runs_sync_to_central_once_across_an_outage_and_a_reload(
     )
 
 
+def test_of_two_tabs_only_the_leader_syncs_and_both_runs_arrive_once(
+    tab: Tab,  # noqa: F811
+    central: Central,
+) -> None:
+    tab.open()
+    add_words(tab)
+    second = Tab(tab.context, tab.url)
+    assert second.open()["tab"]["role"] == "follower"
+    # Every request either page (or its worker) makes to central, by page.
+    to_central: dict[str, list[str]] = {"first": [], "second": []}
+    for name, page in (("first", tab.page), ("second", second.page)):
+        page.on(
+            "request",
+            lambda r, name=name: (
+                to_central[name].append(r.url) if r.url.startswith(central.url) else None
+            ),
+        )
+    # The follower configures and syncs; the leader's runtime is the one that does it.
+    second.ok("configure", {"central_url": central.url, "device_id": DEVICE, "encryption": False})
+    ids = run_words(tab, ["from the first tab"]) + run_words(second, ["from the second tab"])
+    done = second.ok("syncNow")
+    assert done["report"]["ok"], done
+    assert tab.ok("status")["central"]["device_id"] == DEVICE
+    held = central.runs()
+    assert set(held) == set(ids) and all(n == 1 for n in held.values()), held
+    assert to_central["first"] and not to_central["second"], to_central
+
+    # The leader closes: the follower takes over and syncs from then on, with the same
+    # settings and without pushing anything twice.
+    tab.page.close()
+    assert second.ok("status")["tab"]["role"] == "leader"
+    ids += run_words(second, ["after the takeover"])
+    again = second.ok("syncNow")
+    assert again["report"]["ok"], again
+    held = central.runs()
+    assert set(held) == set(ids) and all(n == 1 for n in held.values()), held
+    assert to_central["second"]
+
+
 def test_payloads_are_encrypted_with_webcrypto_under_the_key_central_holds(
     tab: Tab,  # noqa: F811
     central: Central,

@@ -80,6 +80,12 @@ async function refreshStatus() {
   const ex = info.executions ?? {};
   $("counts").textContent = `${info.workflows ?? 0} workflows, ${info.agents ?? 0} agents; runs: ` +
     Object.entries(ex).map(([k, v]) => `${v} ${k}`).join(", ");
+  const follower = info.tab?.role === "follower";
+  $("state").textContent = follower ? "ready (following another tab)" : "ready";
+  $("state").dataset.role = info.tab?.role ?? "leader";
+  $("state").title = follower
+    ? "Another tab of this site runs edge_min and syncs; this one sends it its calls and takes over when it closes."
+    : "This tab runs edge_min (and syncs, once configured).";
 }
 
 // --- workflows --------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // The edge_min runtime's dedicated Web Worker (a module worker started by edge-min.js).
 //
 // 1. boots the bundled Pyodide (./pyodide/, never a CDN) while it waits for the origin's
-//    Web Lock (one runtime per origin; a second tab gets runtime_busy);
+//    Web Lock: one runtime per origin. A worker that finds the lock held says it is a
+//    follower (its page forwards calls to the tab that holds it) and waits on: when that tab
+//    closes or crashes, the browser hands the lock to one waiting worker, which goes on;
 // 2. mounts /data on durable storage and loads what is there: IndexedDB through
 //    Emscripten's IDBFS (the default), or OPFS through pyodide.mountNativeFS with
 //    ?storage=opfs on the worker's URL (kept for measuring the two; see docs/browser.md);
@@ -9,27 +11,74 @@
 // 4. runs targets.browser.host.BrowserHost.serve(): the runtime's loop, which calls
 //    persist() below before it tells the page anything.
 //
-// Messages in: {type: "call", id, method, params}. Out: {type: "ready"}, {type: "reply", ...},
-// {type: "fatal", error: {code, message}}, {type: "stopping"}, {type: "boot", timings}.
-// A message that arrives before the runtime is up waits in `early`.
+// Messages in: {type: "call", id, method, params}. Out: {type: "role", role}, {type:
+// "ready"}, {type: "reply", ...}, {type: "fatal", error: {code, message}}, {type:
+// "stopping"}, {type: "boot", timings}. A message that arrives before the runtime is up
+// waits in `early`.
+//
+// The leader also answers the other tabs of the origin on the BroadcastChannel CHANNEL:
+// {type: "hello"} -> {type: "leader", tab}; {type: "call", from, id, method, params} -> the
+// same loop as its own page's calls -> {type: "reply", to: from, leader: tab, id, ...}.
+// {type: "leader-gone", tab, error} tells them it failed.
 
 import { loadPyodide } from "./pyodide/pyodide.mjs";
 
 const MOUNT = "/data";
+const CHANNEL = "edge-min:calls";
+const TAB = new URL(self.location.href).searchParams.get("tab") || "unnamed";
 const early = [];
 let host = null;
 let dead = false;
+let serving = false;
+let channel = null;
+let releaseLock = null;
 
-self.onmessage = (event) => {
-  const text = JSON.stringify(event.data);
+function receive(message) {
+  const text = JSON.stringify(message);
   if (host !== null) host.receive(text);
   else early.push(text);
-};
+}
+
+self.onmessage = (event) => receive(event.data);
 
 function fatal(code, message) {
   if (dead) return;
   dead = true;
   self.postMessage({ type: "fatal", error: { code, message } });
+  // The other tabs stop waiting on this one, and the lock goes to the next of them, which
+  // tries on its own (and says so in its own page if it fails too).
+  channel?.postMessage({ type: "leader-gone", tab: TAB, error: { code, message } });
+  releaseLock?.();
+}
+
+// A forwarded call's id is "<tab>/<id>" inside the loop, so its reply goes back to that tab.
+function listen() {
+  channel = new BroadcastChannel(CHANNEL);
+  channel.onmessage = (event) => {
+    const message = event.data;
+    if (dead || !message || typeof message !== "object") return;
+    if (message.type === "hello" && serving) {
+      channel.postMessage({ type: "leader", tab: TAB });
+    } else if (message.type === "call" && typeof message.from === "string") {
+      receive({ type: "call", id: `${message.from}/${message.id}`, method: message.method,
+        params: message.params ?? {} });
+    }
+  };
+}
+
+function post(text) {
+  const message = JSON.parse(text);
+  if (message.type === "reply" && typeof message.id === "string" && message.id.includes("/")) {
+    const cut = message.id.indexOf("/");
+    channel?.postMessage({ ...message, to: message.id.slice(0, cut), leader: TAB,
+      id: Number(message.id.slice(cut + 1)) });
+    return;
+  }
+  self.postMessage(message);
+  if (message.type === "ready") {
+    serving = true;
+    channel?.postMessage({ type: "leader", tab: TAB });
+  }
 }
 
 function describe(err) {
@@ -83,9 +132,10 @@ async function mountOpfs(pyodide) {
 // One runtime per origin: two workers on the same files would each persist their own copy
 // of them, and IDBFS would mix one tab's database with the other's WAL. The worker holds a
 // Web Lock for its whole life (the browser releases it when the worker or its renderer dies),
-// taken before the files are read, so it starts from the last holder's last persist.
+// taken before the files are read, so it starts from the last holder's last persist. A worker
+// that does not get it at once tells its page it follows, and waits (without a limit) to
+// take over.
 const LOCK = "edge-min:/data";
-const LOCK_WAIT_MS = 10_000;
 
 function holdLock() {
   return new Promise((resolve, reject) => {
@@ -93,13 +143,16 @@ function holdLock() {
       reject(new Error("this browser has no Web Locks (navigator.locks)"));
       return;
     }
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), LOCK_WAIT_MS);
+    const held = () => {
+      resolve();
+      return new Promise((release) => { releaseLock = release; }); // held until the worker ends
+    };
     navigator.locks
-      .request(LOCK, { signal: abort.signal }, () => {
-        clearTimeout(timer);
-        resolve();
-        return new Promise(() => {}); // held until the worker ends
+      .request(LOCK, { ifAvailable: true }, (lock) => {
+        if (lock !== null) return held();
+        self.postMessage({ type: "role", role: "follower" });
+        navigator.locks.request(LOCK, held).catch(reject);
+        return undefined;
       })
       .catch(reject);
   });
@@ -120,11 +173,13 @@ async function boot() {
   try {
     await locked;
   } catch (err) {
-    fatal("runtime_busy", `another tab of this site runs edge_min on the same storage ` +
-      `(${describe(err)} after waiting ${LOCK_WAIT_MS / 1000} s for its Web Lock); close it, ` +
-      "or use that tab");
+    fatal("runtime_busy", `the origin's Web Lock cannot be taken (${describe(err)}), so ` +
+      "this tab cannot know it runs the only edge_min on this storage; use a browser with " +
+      "navigator.locks");
     return;
   }
+  self.postMessage({ type: "role", role: "leader" });
+  listen();
   timings.lock_ms = Math.round(performance.now() - t0 - timings.pyodide_ms);
   let storage;
   try {
@@ -184,7 +239,7 @@ importlib.invalidate_caches()
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 `);
   const { BrowserHost } = pyodide.pyimport("targets.browser.host");
-  host = BrowserHost.callKwargs(persist, (text) => self.postMessage(JSON.parse(text)), {
+  host = BrowserHost.callKwargs(persist, post, {
     mount: MOUNT,
     backend: storage.backend,
   });
