@@ -575,6 +575,9 @@ class Engine:
         }
         agent = step.agent
         handle: Handle
+        # before submit: an inline dispatcher (a browser tab, a microcontroller) runs the call
+        # inside submit, and its time is the step's too
+        started = self.clock.monotonic()
         try:
             self.agents.prepare(agent)
         except EdgeError as exc:  # e.g. a model that no longer loads: the step fails, with why
@@ -582,9 +585,7 @@ class Engine:
         else:
             handle = self.dispatcher.submit(lambda: self.agents.invoke(agent, value, context))
         run.inflight += 1
-        self._inflight[key] = _Inflight(
-            run, step, handle, self.agents.memory_of(agent), self.clock.monotonic()
-        )
+        self._inflight[key] = _Inflight(run, step, handle, self.agents.memory_of(agent), started)
 
     def _context(self, run: _Run) -> dict[str, Any]:
         return {

@@ -529,3 +529,19 @@ def test_input_schema_is_checked_at_submit(
         engine.submit("typed", {"dev": "x"})
     assert store.backend.count("workflow_executions") == 0
     engine.submit("typed", {"device": "pump-1"})
+
+
+def test_an_inline_dispatcher_counts_the_call_in_the_step_duration(
+    store: Store, agents: Agents, clock: VirtualClock
+) -> None:
+    # A browser tab or a microcontroller runs the agent inside submit: its time is the
+    # step's time too (it used to be measured from after the call, so about 0 ms).
+    agents.add("slow", lambda v, c: clock.advance(2.5) or v)
+    engine = make_engine(store, agents, clock, dispatcher=Dispatcher(eager=True))
+    engine.add_workflow(
+        {"name": "nap", "version": "1.0.0", "steps": [{"id": "a", "agent": "slow"}]}
+    )
+    run = engine.submit("nap", 1)
+    drive(engine, clock)
+    metrics = steps_of(store, run)["a"]["metrics"]
+    assert metrics["duration_ms"] == 2500.0, metrics
