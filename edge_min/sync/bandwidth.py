@@ -89,6 +89,26 @@ class TokenBucket:
         deficit = n - self._tokens
         return max(0.0, deficit / self.rate)
 
+    def charge(self, n: int) -> None:
+        """Take ``n`` tokens without sleeping: bytes already moved (a whole answer that came
+        at once); the debt, if any, is slept off by the next ``consume``."""
+        if n <= 0:
+            return
+        self._refill()
+        self._tokens -= n
+        self.consumed += n
+
+    def settle(self) -> float:
+        """Sleep until the balance is not negative (the debt of ``charge``); the seconds slept."""
+        self._refill()
+        if self._tokens >= 0:
+            return 0.0
+        wait = -self._tokens / self.rate
+        self._sleep(wait)
+        self.waited += wait
+        self._refill()
+        return wait
+
     def consume(self, n: int) -> float:
         """Take ``n`` tokens, sleeping as long as the debt needs; returns the seconds slept."""
         if n <= 0:

@@ -12,10 +12,14 @@ which is what the core expects of a blocking transport.
 What goes over it is the core's protocol as is: the same version and CBOR frames, the
 ``X-Edge-Node`` and ``X-Edge-Sync-Accept`` headers (the tab has no ``zstandard``, so it
 accepts ``zlib, none`` and central answers zlib), the per-entity policies of the manager.
-``Content-Length`` is the browser's to set. A refused connection, a timeout, a CORS refusal
-(central not allowing the page's origin answers without the header the browser needs, and
-the browser hides the answer) are all ``TransportError`` (``sync_transport``): a link
-failure, retried with backoff while the work queues.
+``Content-Length`` is the browser's to set. ``network.max_bandwidth`` holds as on a gateway,
+by request instead of by chunk (an XHR sends and receives whole bodies): a request's body is
+taken from the token bucket before it is sent, the answer's after it came, and the worker
+sleeps off the debt before the next request, so the average rate stays at the cap. A
+refused connection, a timeout, a CORS refusal (central not allowing the page's origin
+answers without the header the browser needs, and the browser hides the answer) are all
+``TransportError`` (``sync_transport``): a link failure, retried with backoff while the work
+queues.
 
 ``BrowserSync`` is what ``edgeMin.configure`` stores (``<data dir>/browser-sync.json``): the
 central URL, the device id, an optional bearer token, and whether payloads are encrypted
@@ -45,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge_min.errors import UsageError
+from edge_min.sync.bandwidth import TokenBucket
 from edge_min.sync.transport import (
     ACCEPT_HEADER,
     DEFAULT_TIMEOUT,
@@ -172,6 +177,7 @@ class XhrTransport:
         timeout: float = DEFAULT_TIMEOUT,
         make_xhr: MakeXhr | None = None,
         to_js_bytes: Callable[[bytes], Any] | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -187,6 +193,8 @@ class XhrTransport:
         self.timeout = timeout
         self._make_xhr = make_xhr or _xhr
         self._to_js_bytes = to_js_bytes or _to_js_bytes
+        #: ``network.max_bandwidth``'s bucket; None for an unlimited link.
+        self.bucket = bucket
         self.stats = TransferStats()
         #: Milliseconds of the last request, and whether it reached central.
         self.last_ms: float | None = None
@@ -198,6 +206,9 @@ class XhrTransport:
         """One blocking request; its status, lower-cased headers and body."""
         url = self.base_url + path
         self.stats.requests += 1
+        if self.bucket is not None:  # the last answer's debt and this body's, slept off first
+            self.bucket.charge(len(body))
+            self.bucket.settle()
         started = time.monotonic()
         try:
             xhr = self._make_xhr()
@@ -233,6 +244,10 @@ class XhrTransport:
         self.last_ok = True
         self.stats.bytes_sent += len(body)
         self.stats.bytes_received += len(data)
+        if self.bucket is not None:
+            # the answer is here already: its debt (if above the burst) is slept off before
+            # the next request, not now, so this one's reply is not held back
+            self.bucket.charge(len(data))
         return status, parse_headers(raw_headers), data
 
     def _failed(self, started: float) -> None:
@@ -263,12 +278,17 @@ def xhr_transport_factory(settings: BrowserSync) -> Callable[[Any, str], XhrTran
     """The runtime's ``TransportFactory`` for ``settings`` (``Runtime(transport=...)``)."""
 
     def factory(config: Any, node: str) -> XhrTransport:
+        from edge_min.clock import SystemClock
+        from edge_min.sync.bandwidth import bucket_for
+
         network = config.sync_config.network
         return XhrTransport(
             config.sync.central_url,
             node=node,
             accept=None if network.compression else "none",
             token=settings.token,
+            # the bucket paces real bytes, so it runs on real time, as http_transport's
+            bucket=bucket_for(network.max_bandwidth, SystemClock()),
         )
 
     return factory

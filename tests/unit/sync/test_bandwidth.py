@@ -49,6 +49,17 @@ def test_idle_time_refills_up_to_the_burst_only() -> None:
     assert bucket.consume(100) == pytest.approx(0.1)
 
 
+def test_a_charge_never_sleeps_and_settle_sleeps_its_debt_off() -> None:
+    # What a whole-body transport does (a browser's XHR): an answer that came at once is
+    # charged, and the next request settles the debt first.
+    bucket, clock = virtual_bucket(10 * KB, burst=1 * KB)
+    bucket.charge(31 * KB)
+    assert clock.monotonic() == 0.0 and bucket.tokens == pytest.approx(-30 * KB)
+    assert bucket.settle() == pytest.approx(3.0)
+    assert clock.monotonic() == pytest.approx(3.0) and bucket.settle() == 0.0
+    assert bucket.consumed == 31 * KB
+
+
 def test_zero_means_unlimited_and_bad_values_are_refused() -> None:
     assert bucket_for(0) is None
     assert bucket_for(1024) is not None
