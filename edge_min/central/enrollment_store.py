@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS device_configs (
     device_id TEXT PRIMARY KEY, config {json} NOT NULL, set_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS device_reports (
     device_id TEXT PRIMARY KEY, version TEXT, slot TEXT, health TEXT,
-    alerts_firing INTEGER NOT NULL, rollout {json}, reported_at TEXT NOT NULL)"""
+    alerts_firing INTEGER NOT NULL, rollout {json}, reported_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_storage (
+    device_id TEXT PRIMARY KEY, storage {json} NOT NULL, reported_at TEXT NOT NULL)"""
 
 SQLITE_SCHEMA = _TABLES.format(real="REAL", json="TEXT").split(";\n")
 PG_SCHEMA = _TABLES.format(real="DOUBLE PRECISION", json="JSONB").split(";\n")
@@ -67,6 +69,7 @@ INVENTORY_COLUMNS = (
     "alerts_firing",
     "rollout",
     "reported_at",
+    "storage",
 )
 
 
@@ -308,9 +311,11 @@ class EnrollmentSql:
     # Reports, tags, configs, inventory -----------------------------------------------------
 
     def save_report(self, device_id: str, report: dict[str, Any]) -> None:
-        """Keep the device's newest report (version, slot, health, alerts_firing, rollout)."""
+        """Keep the device's newest report (version, slot, health, alerts_firing, rollout;
+        ``storage`` in its own table, kept from the last report that had it)."""
         at = iso(self.clock.time())
         rollout = report.get("rollout")
+        storage = report.get("storage")
         params = [
             device_id,
             report.get("version"),
@@ -330,6 +335,13 @@ class EnrollmentSql:
                 "rollout = excluded.rollout, reported_at = excluded.reported_at",
                 params,
             )
+            if storage is not None:
+                tx.execute(
+                    "INSERT INTO device_storage (device_id, storage, reported_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                    "storage = excluded.storage, reported_at = excluded.reported_at",
+                    [device_id, json_text(storage, "storage"), at],
+                )
 
         self._run(work, write=True, retry_ambiguous=True)
 
@@ -388,8 +400,9 @@ class EnrollmentSql:
             params.append(health)
         sql = (
             "SELECT d.id, d.status, d.last_seen, r.version, r.slot, r.health, "
-            "COALESCE(r.alerts_firing, 0), r.rollout, r.reported_at FROM devices d "
+            "COALESCE(r.alerts_firing, 0), r.rollout, r.reported_at, s.storage FROM devices d "
             "LEFT JOIN device_reports r ON r.device_id = d.id "
+            "LEFT JOIN device_storage s ON s.device_id = d.id "
             f"WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?"
         )
 
@@ -399,6 +412,7 @@ class EnrollmentSql:
                 doc = dict(zip(INVENTORY_COLUMNS, row, strict=True))
                 doc["alerts_firing"] = int(doc["alerts_firing"])
                 doc["rollout"] = load_json(doc["rollout"]) if doc["rollout"] is not None else None
+                doc["storage"] = load_json(doc["storage"]) if doc["storage"] is not None else None
                 doc["tags"] = [
                     str(t[0])
                     for t in tx.query(

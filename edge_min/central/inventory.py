@@ -8,19 +8,21 @@ Routes::
          ?limit=N (1-500, default 100)  ?after=CURSOR (the ``next`` of the page before)
     POST /api/devices/self/report      the calling device's report (JSON): version, slot,
                                        health, alerts_firing (a count or a list of names),
-                                       rollout (an object or null); 202
+                                       rollout (an object or null), storage (a browser
+                                       tab's: backend, persisted, quota, usage); 202
     POST /api/devices/self/retire      the calling device says it crypto-erased itself:
                                        decommissioned as by DELETE /api/devices/{id}
                                        (its certificates revoked); 200
 
-Each device is ``{"id", "status", "version", "slot", "last_seen", "health",
-"alerts_firing", "attestation", "rollout", "tags", "reported_at"}``. ``status`` is
-``retired`` for a decommissioned device (its certificates revoked, refused at the handshake
-and at sync); ``attestation`` is its trust (``edge_min.central.attestation.trust_of``);
-``rollout`` is the device's place in its newest rollout (central's record,
-``rollout_states_of``), else what the device last reported; ``health`` is what the device
-reported, made worse by its newest alerts (``health_of``); ``tags`` are those given at
-enrollment or provisioning.
+Each device is ``{"id", "status", "version", "slot", "last_seen", "health", "alerts_firing",
+"attestation", "rollout", "tags", "reported_at", "storage"}``; ``storage`` is null unless
+the device reported it (a tab: whether the browser granted persistent storage, without which
+it may evict the device's data, and the origin's quota and usage). ``status`` is ``retired``
+for a decommissioned device (its certificates revoked, refused at the handshake and at
+sync); ``attestation`` is its trust (``edge_min.central.attestation.trust_of``); ``rollout``
+is the device's place in its newest rollout (central's record, ``rollout_states_of``), else
+what the device last reported; ``health`` is what the device reported, made worse by its
+newest alerts (``health_of``); ``tags`` are those given at enrollment or provisioning.
 Devices come in id order; the cursor is the last id of a page. A bad filter value or an
 unknown query parameter is 400 ``bad_request`` naming it; so is a report field of the
 wrong type or one central does not know.
@@ -70,7 +72,11 @@ _REPORT = {
     "health": (str,),
     "alerts_firing": (int, list),
     "rollout": (dict,),
+    "storage": (dict,),
 }
+#: A storage report's fields: name -> (types, may be null).
+_STORAGE = {"backend": ((str,), False), "persisted": ((bool,), False),
+            "quota": ((int,), True), "usage": ((int,), True)}  # fmt: skip
 
 
 class Inventory(CentralPart):
@@ -174,6 +180,8 @@ class Inventory(CentralPart):
                 "bad_request",
                 f"report field health {body['health']!r}: use {', '.join(HEALTH)}",
             )
+        if body.get("storage") is not None:
+            _check_storage(body["storage"])
         firing = body.get("alerts_firing")
         body["alerts_firing"] = len(firing) if isinstance(firing, list) else int(firing or 0)
         self.central.store.save_report(device.id, body)
@@ -186,6 +194,33 @@ class Inventory(CentralPart):
         doc = store.record_device_action(device.id, "decommission", {"by": "device"}).to_dict()
         doc["revoked_serials"] = store.revoke_device_certs(device.id)
         return doc
+
+
+def _check_storage(storage: dict[str, Any]) -> None:
+    """A storage report has exactly ``_STORAGE``'s fields, each of its type."""
+    unknown = sorted(set(storage) - set(_STORAGE))
+    missing = sorted(set(_STORAGE) - set(storage))
+    if unknown or missing:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"report field storage: unknown {unknown}, missing {missing}; "
+            f"use {', '.join(_STORAGE)}",
+        )
+    for name, (kinds, nullable) in _STORAGE.items():
+        value = storage[name]
+        if value is None and nullable:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if wrong_bool or not isinstance(value, kinds) or (isinstance(value, int) and value < 0):
+            raise ApiError(
+                400,
+                "bad_request",
+                f"report field storage.{name} {value!r} must be "
+                + " or ".join(k.__name__ for k in kinds)
+                + (" (at least 0)" if int in kinds else "")
+                + (" or null" if nullable else ""),
+            )
 
 
 def _choice(query: dict[str, str], name: str, allowed: tuple[str, ...]) -> str | None:

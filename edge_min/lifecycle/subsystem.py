@@ -4,12 +4,14 @@ Every ``sync.sync_interval`` (and once at start) it sends ``POST /api/devices/se
 through the sync subsystem's uplink (the same mutual TLS and device identity as sync):
 ``version`` (edge_min's), ``slot`` (the ``slot`` of an ``update`` subsystem's status, when
 one is assembled; else null), ``health`` (the monitor's overall health), ``alerts_firing``
-(the names of firing alerts) and ``rollout`` (an ``update`` subsystem's ``rollout`` status,
-else null). Central keeps the newest for ``GET /api/devices``. Without the sync subsystem
-(local commands) or while offline nothing is sent. The request runs on the subsystem's own
-worker when the runtime has threads (a central that does not answer never stalls the loop);
-a report still in flight when the next falls due is not doubled. A failed report is kept in
-the status and tried again at the next interval.
+(the names of firing alerts), ``rollout`` (an ``update`` subsystem's ``rollout`` status,
+else null), and ``storage`` where the platform has storage facts of its own
+(``Platform.storage_facts``: a browser tab's backend, whether persistence was granted, quota
+and usage; left out elsewhere). Central keeps the newest for ``GET /api/devices``. Without
+the sync subsystem (local commands) or while offline nothing is sent. The request runs on
+the subsystem's own worker when the runtime has threads (a central that does not answer
+never stalls the loop); a report still in flight when the next falls due is not doubled. A
+failed report is kept in the status and tried again at the next interval.
 
 ``status()`` is the ``lifecycle`` section of ``edge-min status``: whether the device is
 enrolled (``<data>/enrollment.json``), as which id, with which certificate serial and until
@@ -74,6 +76,9 @@ class Lifecycle(Subsystem):
                 report["alerts_firing"] = sorted(monitor.alerts.firing())
         if report["health"] == "starting":
             report["health"] = None
+        storage = self.host.platform.storage_facts()
+        if storage is not None:
+            report["storage"] = dict(storage)
         return report
 
     def report(self) -> None:

@@ -267,6 +267,12 @@ class Platform(Protocol):
         """What verified how this process started (signed launcher, UEFI Secure Boot)."""
         ...
 
+    def storage_facts(self) -> Mapping[str, Any] | None:
+        """What the device reports to central of its durable storage when the host, not the
+        data volume, decides it (a browser: backend, persistence granted, quota, usage);
+        None where the monitor's disk readings say it all."""
+        ...
+
 
 _current: Platform | None = None
 

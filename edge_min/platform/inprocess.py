@@ -172,6 +172,10 @@ class InProcessPlatform:
             )
         )
 
+    def storage_facts(self) -> dict[str, Any] | None:
+        """None: the data volume's readings (the monitor's) say it all."""
+        return None
+
     def hardware_facts(self) -> dict[str, str]:
         """What this interpreter can tell of its machine: the OS name and the machine type.
 

@@ -454,6 +454,10 @@ class PosixPlatform:
 
         return this_process_boot_chain(self.sys_root)
 
+    def storage_facts(self) -> dict[str, Any] | None:
+        """None: the data volume's readings (the monitor's) say it all."""
+        return None
+
     def hardware_facts(self) -> dict[str, str]:
         """machine-id, DMI product and serial, CPU model, MACs (``read_hardware_facts``)."""
         from edge_min.platform.procfs import read_hardware_facts

@@ -24,6 +24,8 @@ method (params)                         value
 ``runs`` (status?, limit?)              runs, newest first
 ``workflows`` () / ``agents`` ()        the stored workflows / agents
 ``online`` (up)                         tells the platform whether the link is up
+``storage`` (persisted, quota, usage)   tells the platform what the page knows of the
+                                        origin's storage (for the report to central)
 ``configure`` (central_url, device_id?, the stored settings (token not echoed); stored in
 token?, encryption?)                    the data dir, the runtime reopened on them
 ``syncNow`` ()                          the sync run's report, the sync status and how long
@@ -142,6 +144,7 @@ class Calls:
             "workflows": self.workflows,
             "agents": self.agents,
             "online": self.online,
+            "storage": self.storage,
             "configure": self.configure,
             "syncNow": self.sync_now,
         }
@@ -278,6 +281,23 @@ class Calls:
         if self.runtime.config.runtime.offline_mode == "auto":
             self.runtime.probe_link()  # the sync manager hears of it now, not in 30 s
         return self.host.platform.online
+
+    def storage(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The page says what it knows of the origin's storage (``navigator.storage``)."""
+        facts: dict[str, Any] = {"backend": self.host.storage.backend}
+        persisted = params.get("persisted")
+        if not isinstance(persisted, bool):
+            raise UsageError(f"storage: persisted must be true or false, not {persisted!r}")
+        facts["persisted"] = persisted
+        for name in ("quota", "usage"):
+            value = params.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise UsageError(f"storage: {name} must be a byte count or null, not {value!r}")
+            facts[name] = None if value is None else int(value)
+        self.host.platform.storage = facts
+        return facts
 
     def configure(self, params: dict[str, Any]) -> dict[str, Any]:
         """Store the link to central; the runtime reopens on it (offline_mode auto)."""

@@ -12,12 +12,15 @@ the worker is told instead of finding out:
   nothing it can read (user agent, core count) is stable across browser updates, so the
   fingerprint is the constant ``{"platform": "browser"}``: ``hardware_integrity`` holds
   here by construction, it never locks a tab down after an update of the browser;
-- the boot chain: unverifiable from a tab (``security.secure_boot: true`` refuses to start).
+- the boot chain: unverifiable from a tab (``security.secure_boot: true`` refuses to start);
+- its storage: the backend, whether ``navigator.storage.persist()`` was granted (without it
+  the browser may evict the origin's data) and the origin's quota and usage, which only the
+  page can ask; the device's report to central carries them (``storage_facts``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_min.platform.inprocess import InProcessPlatform
 
@@ -34,6 +37,12 @@ class BrowserPlatform(InProcessPlatform):
     def __init__(self, *, online: bool = False) -> None:
         #: Whether central is reachable, as the page last said (``navigator.onLine``).
         self.online = online
+        #: ``{"backend", "persisted", "quota", "usage"}`` as the page last said, or None.
+        self.storage: dict[str, Any] | None = None
+
+    def storage_facts(self) -> dict[str, Any] | None:
+        """The tab's storage as the page last said (``edgeMin``'s ``storage`` call)."""
+        return None if self.storage is None else dict(self.storage)
 
     def hardware_facts(self) -> dict[str, str]:
         """The constant fingerprint of a tab (see the module doc)."""

@@ -68,6 +68,18 @@ class Central:
             ).fetchall()
         return {str(i): int(n) for i, n in rows}
 
+    def storage(self, device: str, seconds: float = 30) -> dict[str, Any]:
+        """The storage the device last reported (``GET /api/devices``' field), once it has."""
+        assert self.server is not None
+        deadline = time.monotonic() + seconds
+        while True:
+            rows = self.server.store.list_inventory(after=None, limit=100)
+            found = {r["id"]: r.get("storage") for r in rows}
+            if found.get(device) is not None:
+                return dict(found[device])
+            assert time.monotonic() < deadline, f"no storage report from {device}: {found}"
+            time.sleep(0.2)
+
     def record(self, run_id: str) -> dict[str, Any]:
         assert self.server is not None
         for rec in self.server.store.pull("workflow_executions", 0, 1000):
@@ -130,6 +142,11 @@ def test_runs_sync_to_central_once_across_an_outage_and_a_reload(
     assert set(first) <= set(held) and all(n == 1 for n in held.values()), held
     rec = central.record(first[0])
     assert rec["origin"] == DEVICE and rec["row"]["status"] == "succeeded", rec
+    # The device's report tells central what the page knows of the tab's storage.
+    storage = central.storage(DEVICE)
+    assert storage["backend"] == "idbfs" and isinstance(storage["persisted"], bool), storage
+    assert storage["quota"] > 0 and storage["usage"] >= 0, storage
+    assert storage["persisted"] == status["browser"]["persisted"]
     # The second sync has nothing new to push.
     again = tab.ok("syncNow")
     assert again["report"]["ok"]

@@ -39,6 +39,7 @@ export class EdgeMinError extends Error {
 }
 
 const CHANNEL = "edge-min:calls"; // worker.js answers other tabs on it
+const STORAGE_EVERY_MS = 60_000;
 
 function start() {
   const here = new URL(import.meta.url);
@@ -131,6 +132,7 @@ function start() {
         leader = null;
         flush();
         sayOnline();
+        sayStorage();
       }
     } else if (message.type === "ready") {
       flush();
@@ -187,6 +189,18 @@ function start() {
   }
   self.addEventListener("online", sayOnline);
   self.addEventListener("offline", sayOnline);
+
+  // ... and what only a page can ask of the origin's storage, which the device's report to
+  // central carries: whether persistence was granted (else the browser may evict the data),
+  // the quota and the usage. Again every STORAGE_EVERY_MS, as the usage grows.
+  async function sayStorage() {
+    if (role !== "leader") return;
+    const estimate = (await navigator.storage?.estimate?.().catch(() => null)) ?? {};
+    const { persisted } = await persistence;
+    call("storage", { persisted, quota: estimate.quota ?? null, usage: estimate.usage ?? null })
+      .catch(() => {});
+  }
+  setInterval(sayStorage, STORAGE_EVERY_MS);
 
   const api = {
     ready,

@@ -153,6 +153,38 @@ def test_inventory_filters_and_pages(
     assert refused.value.code == "device_decommissioned"
 
 
+def test_a_tab_reports_its_storage_and_bad_storage_reports_are_refused(
+    db_url: str, ca: CentralCA, start_central: Callable[..., CentralServer]
+) -> None:
+    server = start_central()
+    claim(server.store, ca, make_token(server.store, ttl=60)[0], "tab-1")
+    claim(server.store, ca, make_token(server.store, ttl=60)[0], "gw-1")
+    tab, op = Client(server.url, "tab-1"), Client(server.url, None)
+    storage = {"backend": "idbfs", "persisted": False, "quota": 10_000_000, "usage": 123_456}
+    tab.json("POST", "/api/devices/self/report", {"version": "1.0", "storage": storage})
+    Client(server.url, "gw-1").json("POST", "/api/devices/self/report", {"version": "1.0"})
+    devices = {d["id"]: d for d in op.json("GET", "/api/devices")["devices"]}
+    assert devices["tab-1"]["storage"] == storage and devices["gw-1"]["storage"] is None
+    # A later report without storage keeps the last one that had it.
+    tab.json("POST", "/api/devices/self/report", {"version": "1.1"})
+    again = {d["id"]: d for d in op.json("GET", "/api/devices")["devices"]}["tab-1"]
+    assert again["version"] == "1.1" and again["storage"] == storage
+    for bad, words in (
+        ({**storage, "persisted": "yes"}, "storage.persisted 'yes' must be bool"),
+        ({**storage, "quota": -1}, "storage.quota -1 must be int (at least 0) or null"),
+        ({**storage, "usage": True}, "storage.usage True must be int"),
+        ({"backend": "idbfs"}, "missing ['persisted', 'quota', 'usage']"),
+        ({**storage, "colour": "red"}, "unknown ['colour']"),
+        ({**storage, "backend": None}, "storage.backend None must be str"),
+    ):
+        with pytest.raises(HttpError) as refused:
+            tab.json("POST", "/api/devices/self/report", {"storage": bad})
+        assert refused.value.status == 400, bad
+        assert words in refused.value.body["error"]["message"], refused.value.body
+    after = {d["id"]: d for d in op.json("GET", "/api/devices")["devices"]}["tab-1"]
+    assert {**after, "last_seen": None} == {**again, "last_seen": None}  # nothing kept of them
+
+
 def test_enrollment_routes_without_a_ca_say_how_to_turn_it_on(
     start_central: Callable[..., CentralServer], tmp_path: Path
 ) -> None:
