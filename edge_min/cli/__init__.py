@@ -1,12 +1,13 @@
 """The ``edge-min`` command line: ``main(argv=None, hooks=()) -> int``, one command table.
 
 ``COMMANDS`` is the one table: the CLI's own groups (``edge_min.cli.setup``: init, config,
-status, version; ``edge_min.cli.run``: run; ``edge_min.cli.central``: central serve) and
-every subsystem's ``commands()``. Each command's help ends with an example (a test checks).
-User errors become one line on stderr (``edge-min: error: ...``) and exit code 2, here at the
-edge and nowhere else; ``config check``, ``health`` and ``workflow run --wait`` exit 1 for
-a failed check or a failed run. A target passes its hooks (``main(argv, hooks=[...])``);
-the serving commands hand them to the runtime.
+status, version; ``edge_min.cli.run``: run; ``edge_min.cli.central``: central serve;
+``edge_min.cli.web``: web serve) and every subsystem's ``commands()``. Each command's help
+ends with an example (a test checks). User errors become one line on stderr (``edge-min:
+error: ...``) and exit code 2, here at the edge and nowhere else; ``config check``,
+``health`` and ``workflow run --wait`` exit 1 for a failed check or a failed run. A target
+passes its hooks (``main(argv, hooks=[...])``); the serving commands hand them to the
+runtime.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ __all__ = ["COMMANDS", "PROG", "build_parser", "commands", "main"]
 
 def commands() -> list[Command]:
     """Every command: the CLI's own, then each subsystem's, in ``SUBSYSTEMS`` order."""
-    from edge_min.cli import central, run, setup
+    from edge_min.cli import central, run, setup, web
     from edge_min.subsystems import SUBSYSTEMS
 
     table = [*setup.COMMANDS, *run.COMMANDS]
     for kind in SUBSYSTEMS:
         table.extend(kind.commands())
     table.extend(central.COMMANDS)
+    table.extend(web.COMMANDS)
     paths = [c.path for c in table]
     duplicated = sorted({" ".join(p) for p in paths if paths.count(p) > 1})
     if duplicated:

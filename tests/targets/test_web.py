@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.web, pytest.mark.slow]
 
@@ -125,25 +125,23 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def site(bundle: Path) -> Iterator[str]:
-    """The bundle served by a real ``python -m http.server`` on 127.0.0.1."""
-    port = free_port()
+    """The bundle served by a real ``edge-min web serve`` on a free port of 127.0.0.1 (it
+    checks the bundle first; tests/integration/test_web_serve.py has its own tests)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(bundle), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "edge_min", "web", "serve", "--dir", str(bundle), "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url + "bundle.json", timeout=2) as resp:
-                    assert resp.status == 200
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"http.server did not answer on {url}")
-                time.sleep(0.1)
+        assert server.stdout is not None and server.stderr is not None
+        line = server.stdout.readline()
+        if " at http://127.0.0.1:" not in line:
+            pytest.fail(f"edge-min web serve did not start: {line}{server.stderr.read()}")
+        url = line.rsplit(" at ", 1)[1].strip()
+        with urllib.request.urlopen(url + "bundle.json", timeout=10) as resp:
+            assert resp.status == 200
         yield url
     finally:
         server.terminate()
