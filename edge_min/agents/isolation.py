@@ -204,7 +204,15 @@ def limit_hit(result: WorkerResult, spec: WorkerSpec) -> str | None:
 def limit_error(limit: str, result: WorkerResult, spec: WorkerSpec) -> AgentLimitExceeded:
     """The error for a worker stopped by ``limit``: names the limit, its key and the fix."""
     who = f"agent '{spec.name}'"
-    if limit == "timeout":
+    checked_after = "in_process" in result.applied
+    if limit == "timeout" and checked_after:
+        text = (
+            f"{who} ran for {format_duration(result.duration)}, past its timeout of "
+            f"{format_duration(spec.timeout or 0)}; a call in this process cannot be "
+            "interrupted, so it ran to its end and its output was discarded; raise the "
+            "step's timeout or make the agent faster"
+        )
+    elif limit == "timeout":
         took = format_duration(spec.timeout or 0)
         text = (
             f"{who} timed out after {took} and was killed; raise the step's timeout "
@@ -226,8 +234,12 @@ def limit_error(limit: str, result: WorkerResult, spec: WorkerSpec) -> AgentLimi
         )
     else:
         size = format_size(spec.max_memory or 0)
+        seen = ""
+        if checked_after:
+            frame = result_frame(result) or {}
+            seen = f" ({frame.get('message', 'measured after the call')}; output discarded)"
         text = (
-            f"{who}: memory limit {size} exceeded (resources.max_memory); "
+            f"{who}: memory limit {size} exceeded (resources.max_memory){seen}; "
             "raise resources.max_memory or make the agent use less memory"
         )
     return AgentLimitExceeded(text, limit=limit)

@@ -1,10 +1,20 @@
 """A platform without processes (Pyodide in a browser tab): Python agents run in-process.
 
-There is **no isolation and no limit** here: the agent shares the runtime's interpreter,
-memory and files, ``max_memory``/``max_cpu``/``max_storage``/``timeout`` are not enforced
-and ``cpu_limit_mode`` is ``"none"``. ``command`` agents are refused, as there is nothing
-to run them with. The result has the same shape as a POSIX worker's (one JSON frame on
-``stdout``), so executors read both the same way.
+There is **no isolation** here: the agent shares the runtime's interpreter, memory and
+files, and a call cannot be interrupted. Its limits are **checked after the call** instead
+of enforced during it, and a call over a limit fails the step as on a gateway (the same
+``AgentLimitExceeded``, retried as the step says; its output is discarded):
+
+- ``timeout``: the call took longer;
+- ``max_memory``: the peak of the Python memory it allocated (``tracemalloc``, on only
+  while an agent with the limit runs) was over it; memory outside Python's allocator (a
+  native library's) is not seen;
+- ``max_storage``: its work directory holds more after the call.
+
+``max_cpu`` cannot be checked apart from the wall time (``cpu_limit_mode`` is ``"none"``);
+``WorkerResult.applied`` says ``{"in_process": "checked after the call"}``. ``command``
+agents are refused, as there is nothing to run them with. The result has the same shape as a
+POSIX worker's (one JSON frame on ``stdout``), so executors read both the same way.
 
 ``start_service`` gives an ``InProcessService``: the handler factory runs here once and the
 handler is called for each request, with the same frames as a persistent POSIX worker
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import tracemalloc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,17 +61,56 @@ class InProcessHandle:
         if self._result is None:
             from edge_min.platform.worker import run_entry
 
-            started = time.monotonic()
             spec = self.spec
-            frame = run_entry(str(spec.entry), spec.stdin, dict(spec.context), list(spec.sys_path))
+            tracing = spec.max_memory is not None and not tracemalloc.is_tracing()
+            if tracing:
+                tracemalloc.start()
+            elif spec.max_memory is not None:
+                tracemalloc.reset_peak()
+            started = time.monotonic()
+            try:
+                frame = run_entry(
+                    str(spec.entry), spec.stdin, dict(spec.context), list(spec.sys_path)
+                )
+                duration = time.monotonic() - started
+                peak = tracemalloc.get_traced_memory()[1] if spec.max_memory is not None else 0
+            finally:
+                if tracing:
+                    tracemalloc.stop()
+            killed_for = None
+            if spec.timeout is not None and duration > spec.timeout:
+                killed_for = "timeout"
+            elif spec.max_memory is not None and peak > spec.max_memory:
+                frame = {
+                    "ok": False,
+                    "kind": "memory",
+                    "type": "MemoryError",
+                    "message": f"allocated up to {peak:,} bytes of Python memory in the call",
+                }
+            storage = du(spec.work_dir) if spec.max_storage is not None else None
             self._result = WorkerResult(
                 returncode=0 if frame.get("ok") else 1,
                 stdout=json.dumps(frame).encode("utf-8"),
                 stderr=b"",
-                duration=time.monotonic() - started,
+                duration=duration,
+                killed_for=killed_for,
+                storage_used=storage,
                 cpu_limit_mode="none",
+                applied={"in_process": "checked after the call"},
             )
         return self._result
+
+
+def du(folder: str) -> int:
+    """Bytes of the files under ``folder`` (0 when it is gone)."""
+    total = 0
+    for base, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 class InProcessService:

@@ -288,3 +288,35 @@ def test_in_process_platform_runs_python_but_refuses_commands(tmp_path: Path) ->
     cmd = make_agent(executor="command", command=["true"])
     with pytest.raises(AgentError, match=r"the inprocess platform cannot start"):
         validate_agent(cmd, inproc)
+
+
+def test_in_process_limits_are_checked_after_the_call(tmp_path: Path) -> None:
+    # A tab cannot interrupt a call, so its limits are checked when it returns: over one,
+    # the call fails the step as on a gateway and its output is discarded.
+    from edge_min.errors import AgentLimitExceeded
+
+    inproc = InProcessPlatform()
+    slow = make_executor(make_agent(entry="py_agents:burn"), inproc, tmp_path)
+    assert slow.invoke({"seconds": 0.05}, ctx(timeout=5))["wall"] >= 0.05
+    with pytest.raises(AgentLimitExceeded) as late:
+        slow.invoke({"seconds": 0.4}, ctx(timeout=0.2))
+    assert late.value.limit == "timeout"
+    assert "past its timeout of 0.2s" in late.value.message
+    assert "cannot be interrupted, so it ran to its end" in late.value.message
+
+    hungry = make_executor(
+        make_agent(entry="py_agents:allocate", max_memory="16MB"), inproc, tmp_path
+    )
+    assert hungry.invoke({"mb": 2}, ctx()) == 2 * 1024 * 1024
+    with pytest.raises(AgentLimitExceeded) as big:
+        hungry.invoke({"mb": 40}, ctx())
+    assert big.value.limit == "memory" and "memory limit 16MB exceeded" in big.value.message
+    assert "bytes of Python memory in the call" in big.value.message
+
+    filler = make_executor(
+        make_agent(entry="py_agents:one_big_file", max_storage="2MB"), inproc, tmp_path
+    )
+    assert filler.invoke({"mb": 1}, ctx(work_dir=str(tmp_path / "w1"))) == 1
+    with pytest.raises(AgentLimitExceeded) as full:
+        filler.invoke({"mb": 3}, ctx(work_dir=str(tmp_path / "w2")))
+    assert full.value.limit == "storage" and "storage limit 2MB exceeded" in full.value.message
