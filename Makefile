@@ -67,11 +67,25 @@ system-deps:     ## install the Debian packages make test needs (PostgreSQL, ssh
 
 # The PostgreSQL tests of the central server use $$EDGE_MIN_TEST_PG, or start a local cluster;
 # a failure of postgres.sh stops here with its own error, never with an empty DSN.
+#
+# Two pytest processes side by side, one per core: the browser suites (Chromium and Pyodide:
+# mostly the renderer's CPU, about 5 minutes) and all the others (mostly subprocesses, waits
+# and disk). The browser run's output is kept in .cache/pytest-browser.log and printed after
+# the other's; either failing (or collecting nothing: exit 5) fails the target.
+BROWSER_TESTS := web or pyodide
 pytest: system-deps $(STAMP) wasm-setup models
 	@dsn="$${EDGE_MIN_TEST_PG:-}"; \
 	if [ -z "$$dsn" ]; then dsn="$$(bash scripts/postgres.sh)" || exit 1; fi; \
 	echo "EDGE_MIN_TEST_PG=$$dsn"; \
-	EDGE_MIN_TEST_PG="$$dsn" $(BIN)/pytest -q
+	mkdir -p .cache; \
+	EDGE_MIN_TEST_PG="$$dsn" $(BIN)/pytest -q -p no:cacheprovider -m "$(BROWSER_TESTS)" \
+	  > .cache/pytest-browser.log 2>&1 & browser=$$!; \
+	EDGE_MIN_TEST_PG="$$dsn" $(BIN)/pytest -q -m "not ($(BROWSER_TESTS))"; others=$$?; \
+	wait $$browser; browser_rc=$$?; \
+	echo "--- the browser suites ($(BROWSER_TESTS)), run beside the others: exit $$browser_rc"; \
+	cat .cache/pytest-browser.log; \
+	echo "--- exit codes: others $$others, browser suites $$browser_rc"; \
+	[ "$$others" -eq 0 ] && [ "$$browser_rc" -eq 0 ]
 
 test: system-deps lint typecheck pytest ## everything CI runs: lint, types, all tests (slow and Pyodide ones included)
 
