@@ -74,6 +74,11 @@ function post(text) {
       id: Number(message.id.slice(cut + 1)) });
     return;
   }
+  if (message.type === "fatal") {
+    // the runtime's own fatal hook: the same as a failure before it was up
+    fatal(message.error?.code || "edge_error", message.error?.message || "the runtime failed");
+    return;
+  }
   self.postMessage(message);
   if (message.type === "ready") {
     serving = true;
