@@ -32,12 +32,17 @@ WORKFLOW = "name: w\nversion: '1'\nsteps: [{id: s1, agent: noop}]\n"
 
 
 def start_central(
-    tmp_path: Path, pki: dict[str, Path], factory_ca: Path | None = None
+    tmp_path: Path,
+    pki: dict[str, Path],
+    factory_ca: Path | None = None,
+    *,
+    clock: VirtualClock | None = None,
 ) -> CentralServer:
-    """Central on a free port: ``pki`` (``init_certs``) is its TLS and enrollment CA."""
-    store = open_central_store(
-        f"sqlite:///{tmp_path / 'central.db'}", clock=VirtualClock(time.time())
-    )
+    """Central on a free port: ``pki`` (``init_certs``) is its TLS and enrollment CA. Its
+    clock (``clock``, else a virtual one) starts at the real now: certificates are checked
+    against it."""
+    clock = clock or VirtualClock(time.time())
+    store = open_central_store(f"sqlite:///{tmp_path / 'central.db'}", clock=clock)
     ctx = server_context(
         pki["central_cert"], pki["central_key"], pki["ca_cert"], require_client_cert=False
     )
@@ -68,19 +73,25 @@ def make_token(central: CentralServer, pki: dict[str, Path], **fields: Any) -> t
     return str(doc["token"]), str(doc["ca_sha256"])
 
 
-def device_conf(root: Path, central_url: str) -> Path:
-    """A device's edge-config.yaml (and edge-security.yaml beside it) under ``root``."""
+def device_conf(root: Path, central_url: str, *, attestation: bool = False) -> Path:
+    """A device's edge-config.yaml (and edge-security.yaml beside it) under ``root``: central's
+    URL and where enrollment writes the TLS files; remote attestation on with ``attestation``."""
     conf = root / "conf"
     conf.mkdir(parents=True)
     (conf / "edge-config.yaml").write_text(
         f"runtime: {{offline_mode: never}}\nsync: {{central_url: '{central_url}'}}\n"
     )
     tls = root / "tls"
+    att = (
+        "attestation: {enabled: true, method: remote, interval: 1h, server: null}\n"
+        if attestation
+        else ""
+    )
     (conf / "edge-security.yaml").write_text(
         "encryption:\n  communication:\n    enabled: true\n"
         f"    certificate_path: {tls / 'device.crt'}\n"
         f"    key_path: {tls / 'device.key'}\n"
-        f"    ca_path: {tls / 'ca.crt'}\n"
+        f"    ca_path: {tls / 'ca.crt'}\n" + att
     )
     return conf / "edge-config.yaml"
 

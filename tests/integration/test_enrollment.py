@@ -27,9 +27,8 @@ from typing import Any
 import pytest
 
 from edge_min import __version__
-from edge_min.central.ca import CentralCA, FactoryCA, sign_with
+from edge_min.central.ca import CentralCA, sign_with
 from edge_min.central.server import CentralServer
-from edge_min.central.store import open_central_store
 from edge_min.cli import main
 from edge_min.clock import VirtualClock
 from edge_min.config import load_config
@@ -41,7 +40,9 @@ from edge_min.runtime import Paths, Runtime
 from edge_min.security.atrest import check_backup_keys
 from edge_min.security.certs import certificate_cn, init_certs
 from edge_min.security.quote import load_attestation_key
-from edge_min.security.tls import client_context, server_context
+from edge_min.security.tls import client_context
+from tests.integration import enroll_central
+from tests.integration.enroll_central import call as central_call
 
 SECRET_STEP = "s-very-private-step-name"
 WORKFLOW = f"name: w\nversion: '1'\nsteps: [{{id: {SECRET_STEP}, agent: noop}}]\n"
@@ -73,15 +74,8 @@ class Central:
         else:
             c, k = cert or (self.pki["device_cert"], self.pki["device_key"])
             ctx = client_context(c, k, self.pki["ca_cert"])
-        host, port = self.server.address
-        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read() or b"null")
-        finally:
-            conn.close()
+        status, doc = central_call(self.server, ctx, method, path, body)
+        return int(status), doc
 
     def token(self, **fields: Any) -> str:
         status, doc = self.call("POST", "/api/enroll/tokens", fields)
@@ -103,23 +97,9 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def start_central(tmp_path: Path, pki: dict[str, Path], factory_ca: Path | None = None) -> Central:
-    # Central's virtual clock starts at the real now: certificates are checked against it.
     clock = VirtualClock(time.time())
-    store = open_central_store(f"sqlite:///{tmp_path / 'central.db'}", clock=clock)
-    ca = CentralCA(pki["ca_cert"], pki["ca_key"])
-    ctx = server_context(
-        pki["central_cert"], pki["central_key"], pki["ca_cert"], require_client_cert=False
-    )
-    server = CentralServer(
-        store,
-        "127.0.0.1",
-        0,
-        ssl_context=ctx,
-        ca=ca,
-        require_client_cert=True,
-        factory_ca=FactoryCA(factory_ca) if factory_ca else None,
-    ).start()
-    return Central(server, clock, pki, ca.fingerprint)
+    server = enroll_central.start_central(tmp_path, pki, factory_ca, clock=clock)
+    return Central(server, clock, pki, CentralCA(pki["ca_cert"], pki["ca_key"]).fingerprint)
 
 
 @pytest.fixture
@@ -129,26 +109,7 @@ def central(tmp_path: Path, pki: dict[str, Path]) -> Iterator[Central]:
     c.server.stop()
 
 
-def device_conf(root: Path, central_url: str, *, attestation: bool = False) -> Path:
-    """A device's config files: central's URL and where enrollment writes the TLS files."""
-    conf = root / "conf"
-    conf.mkdir(parents=True)
-    (conf / "edge-config.yaml").write_text(
-        f"runtime: {{offline_mode: never}}\nsync: {{central_url: '{central_url}'}}\n"
-    )
-    tls = root / "tls"
-    att = (
-        "attestation: {enabled: true, method: remote, interval: 1h, server: null}\n"
-        if attestation
-        else ""
-    )
-    (conf / "edge-security.yaml").write_text(
-        "encryption:\n  communication:\n    enabled: true\n"
-        f"    certificate_path: {tls / 'device.crt'}\n"
-        f"    key_path: {tls / 'device.key'}\n"
-        f"    ca_path: {tls / 'ca.crt'}\n" + att
-    )
-    return conf / "edge-config.yaml"
+device_conf = enroll_central.device_conf
 
 
 def cli(config: Path, data: Path, *args: str) -> int:
