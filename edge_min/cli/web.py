@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import http.server
 import json
 import signal
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_min.errors import UsageError
+from edge_min.security.manifest import sha256_file
 from edge_min.subsystem import Command, CommandContext
 
 DEFAULT_DIR = "dist/web"
@@ -55,14 +55,6 @@ TYPES = {
     ".png": "image/png",
 }
 REBUILD = "build it again with `make web` (or `python wasm/build_web.py --out DIR`)"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_bundle(root: Path) -> dict[str, Any]:
@@ -95,7 +87,7 @@ def check_bundle(root: Path) -> dict[str, Any]:
                 raise UsageError(
                     f"the bundle in {root} has no {folder}/{entry.get('file')}; {REBUILD}"
                 )
-            found = _sha256(path)
+            found = sha256_file(path)
             if found != entry.get("sha256"):
                 raise UsageError(
                     f"{folder}/{path.name} in {root} has sha256 {found}, bundle.json says "

@@ -106,6 +106,7 @@ class TokenBucket:
         wait = -self._tokens / self.rate
         self._sleep(wait)
         self.waited += wait
+        # The sleep may have been longer than asked (a busy host): the refill counts it.
         self._refill()
         return wait
 
@@ -113,17 +114,8 @@ class TokenBucket:
         """Take ``n`` tokens, sleeping as long as the debt needs; returns the seconds slept."""
         if n <= 0:
             return 0.0
-        self._refill()
-        self._tokens -= n
-        self.consumed += n
-        if self._tokens >= 0:
-            return 0.0
-        wait = -self._tokens / self.rate
-        self._sleep(wait)
-        self.waited += wait
-        # The sleep may have been longer than asked (a busy host): the refill counts it.
-        self._refill()
-        return wait
+        self.charge(n)
+        return self.settle()
 
 
 def bucket_for(
