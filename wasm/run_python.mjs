@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Run a Python file or snippet inside Pyodide under Node.js, offline, with edge_min loaded.
 //
-//   node wasm/run_python.mjs [--src DIR] [--wheels DIR] [--timings] (FILE | -c CODE) [ARGS...]
+//   node wasm/run_python.mjs [--src DIR] [--wheels DIR] [--mount DIR] [--ort] [--timings]
+//                            (FILE | -c CODE) [ARGS...]
 //
 // Boots the pinned pyodide from wasm/node_modules (indexURL is that folder, so nothing
 // comes from a CDN), unpacks every wheel in wasm/.cache/wheels (made by wasm/setup.sh) into
@@ -13,6 +14,14 @@
 // (usage, pyodide not installed, wheels missing). --timings adds one line to stderr:
 //   run_python timings {"boot_ms":..,"install_ms":..,"run_ms":..}
 // Any network fetch is refused with an error, so a run that passes here passes offline.
+//
+// --mount DIR makes a host folder /host inside Pyodide (NODEFS), for models and data.
+// --ort loads onnxruntime-web's backend (wasm/ort/ort_backend.mjs over
+// wasm/node_modules/onnxruntime-web/dist, its .wasm read from there) as globalThis.edgeMinOrt
+// (Python reaches it as `js.edgeMinOrt`), and runs FILE through eval_code_async: top-level
+// `await` works and the Python stack is entered through a Promise, so pyodide.ffi.run_sync
+// (JSPI) can block where node has it (Node 20: --experimental-wasm-stack-switching; 22/24:
+// --experimental-wasm-jspi; node's own flags go before the script's name).
 
 import fs from "node:fs";
 import path from "node:path";
@@ -20,7 +29,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const USAGE =
-  "usage: node wasm/run_python.mjs [--src DIR] [--wheels DIR] [--timings] (FILE | -c CODE) [ARGS...]";
+  "usage: node wasm/run_python.mjs [--src DIR] [--wheels DIR] [--mount DIR] [--ort] [--timings] " +
+  "(FILE | -c CODE) [ARGS...]";
 // Top-level names of the copied tree that are never part of the package.
 const SKIP_NAMES = new Set(["__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"]);
 
@@ -31,6 +41,8 @@ function parseArgs(argv) {
     src: path.dirname(HERE),
     wheels: path.join(HERE, ".cache", "wheels"),
     timings: false,
+    mount: null,
+    ort: false,
     code: null,
     file: null,
     args: [],
@@ -38,12 +50,12 @@ function parseArgs(argv) {
   let i = 0;
   while (i < argv.length) {
     const arg = argv[i];
-    if (arg === "--src" || arg === "--wheels") {
+    if (arg === "--src" || arg === "--wheels" || arg === "--mount") {
       if (i + 1 >= argv.length) throw new HarnessError(`${arg} needs a folder\n${USAGE}`);
       opts[arg.slice(2)] = path.resolve(argv[i + 1]);
       i += 2;
-    } else if (arg === "--timings") {
-      opts.timings = true;
+    } else if (arg === "--timings" || arg === "--ort") {
+      opts[arg.slice(2)] = true;
       i += 1;
     } else if (arg === "-c") {
       if (i + 1 >= argv.length) throw new HarnessError(`-c needs the Python code\n${USAGE}`);
@@ -62,6 +74,16 @@ function parseArgs(argv) {
     }
   }
   throw new HarnessError(`no Python file or -c CODE given\n${USAGE}`);
+}
+
+// onnxruntime-web's backend for Python (edge_min.agents.onnx_web), from wasm/node_modules.
+async function loadOrt() {
+  const dist = path.join(HERE, "node_modules", "onnxruntime-web", "dist");
+  if (!fs.existsSync(path.join(dist, "ort-wasm-simd-threaded.wasm"))) {
+    throw new HarnessError(`${dist} has no onnxruntime-web: run wasm/setup.sh (npm ci installs it)`);
+  }
+  const { loadOrtBackend } = await import(pathToFileURL(path.join(HERE, "ort", "ort_backend.mjs")).href);
+  return loadOrtBackend({ distUrl: `${pathToFileURL(dist).href}/` });
 }
 
 // Refuse every network fetch: the harness must prove that edge_min boots from local files.
@@ -124,7 +146,7 @@ function copyTree(FS, hostDir, pyDir) {
 // Runs the target as __main__ and returns an exit status instead of raising, so a Python
 // failure becomes a traceback on stderr and a non-zero exit, never a JS stack trace.
 const RUNNER = `
-def run(kind, target, argv):
+async def run(kind, target, argv):
     import runpy
     import sys
     import traceback
@@ -133,6 +155,12 @@ def run(kind, target, argv):
     try:
         if kind == "file":
             runpy.run_path(target, run_name="__main__")
+        elif kind == "async":
+            from pyodide.code import eval_code_async
+
+            with open(target, encoding="utf-8") as fh:
+                source = fh.read()
+            await eval_code_async(source, {"__name__": "__main__", "__file__": target}, filename=target)
         else:
             import __main__
             exec(compile(target, "<string>", "exec"), __main__.__dict__)
@@ -176,6 +204,7 @@ async function main() {
   // writeSync so nothing is lost when the process exits right after.
   pyodide.setStdout({ write: (buf) => fs.writeSync(1, buf) });
   pyodide.setStderr({ write: (buf) => fs.writeSync(2, buf) });
+  if (opts.ort) globalThis.edgeMinOrt = await loadOrt();
   const t1 = performance.now();
 
   const sitePackages = pyodide.runPython("import sysconfig; sysconfig.get_path('purelib')");
@@ -187,11 +216,15 @@ async function main() {
   copyTree(pyodide.FS, packageDir, `${sitePackages}/edge_min`);
   pyodide.runPython("import importlib; importlib.invalidate_caches()");
 
+  if (opts.mount !== null) {
+    pyodide.FS.mkdirTree("/host");
+    pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: opts.mount }, "/host");
+  }
   let kind = "code";
   let target = opts.code;
   let argv0 = "-c";
   if (opts.file !== null) {
-    kind = "file";
+    kind = opts.ort ? "async" : "file";
     target = `/home/pyodide/${path.basename(opts.file)}`;
     argv0 = target;
     pyodide.FS.writeFile(target, new Uint8Array(fs.readFileSync(opts.file)));
@@ -202,7 +235,7 @@ async function main() {
   pyodide.runPython(RUNNER, { globals: namespace });
   const run = namespace.get("run");
   const argv = pyodide.toPy([argv0, ...opts.args]);
-  const status = run(kind, target, argv);
+  const status = await run(kind, target, argv);
   const t3 = performance.now();
 
   if (opts.timings) {

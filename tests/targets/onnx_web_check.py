@@ -1,6 +1,6 @@
 """Run ONNX agents on onnxruntime-web from inside Pyodide; print one JSON line of results.
 
-Runs in Pyodide only (Node.js through wasm/ort/run_onnx_web.mjs, or the Chromium page of
+Runs in Pyodide only (Node.js through wasm/run_python.mjs --ort, or the Chromium page of
 tests/targets/test_onnx_web.py), with onnxruntime-web's backend as ``js.edgeMinOrt``.
 ``sys.argv[1]`` is a JSON file of cases written by the test:
 

@@ -4,7 +4,7 @@ The browser's executor (``edge_min.agents.onnx_web``) must give what the gateway
 (``edge_min.agents.onnx_session``) gives: the same label and scores for the shipped
 text-classifier-lite on every sentence of its corpus, the same outputs and the same error
 messages for tensor input on the test models. Each case runs here in ``OnnxSession`` and
-in Pyodide (``tests/targets/onnx_web_check.py``): under Node.js (wasm/ort/run_onnx_web.mjs,
+in Pyodide (``tests/targets/onnx_web_check.py``): under Node.js (wasm/run_python.mjs --ort,
 with JSPI and without), and in Debian's Chromium from a static page served on 127.0.0.1
 (tests/targets/onnx_web_page/: a module Web Worker, as the browser target runs). A missing
 harness FAILS these tests: CI installs it (make wasm-setup, make models, system-deps).
@@ -46,7 +46,7 @@ pytestmark = [
 ]
 
 WASM = ROOT / "wasm"
-RUNNER = WASM / "ort" / "run_onnx_web.mjs"
+RUNNER = WASM / "run_python.mjs"
 CHECK = Path(__file__).with_name("onnx_web_check.py")
 PAGE = Path(__file__).with_name("onnx_web_page")
 ORT_DIST = WASM / "node_modules" / "onnxruntime-web" / "dist"
@@ -265,7 +265,16 @@ def run_node(host: Path, *node_flags: str) -> dict[str, Any]:
     if node is None:
         pytest.fail(f"node not found on PATH: install Node.js >= 20; {SETUP_HINT}")
     proc = subprocess.run(
-        [node, *node_flags, str(RUNNER), "--mount", str(host), str(CHECK), "/host/cases.json"],
+        [
+            node,
+            *node_flags,
+            str(RUNNER),
+            "--ort",
+            "--mount",
+            str(host),
+            str(CHECK),
+            "/host/cases.json",
+        ],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
