@@ -23,6 +23,7 @@ holds that key. A certificate or signature that does not is ``FactoryRefused`` (
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_min.central.model import ProvisioningError
-from edge_min.errors import ConfigError, EdgeError
+from edge_min.errors import ConfigError, EdgeError, MissingDependency
 
 DEFAULT_DAYS = 365
 _BACKDATE = timedelta(hours=1)
@@ -59,7 +60,6 @@ def csr_common_name(csr_pem: Any) -> str | None:
 
 
 def _load_csr(csr_pem: Any) -> Any:
-    from edge_min.security.certs import _crypto
 
     x509 = _crypto()[0]
     if not isinstance(csr_pem, str) or "BEGIN CERTIFICATE REQUEST" not in csr_pem:
@@ -100,7 +100,6 @@ class CentralCA:
         *,
         days: int = DEFAULT_DAYS,
     ) -> None:
-        from edge_min.security.certs import _crypto
 
         x509, _, serialization, _, _ = _crypto()
         self.cert_path, self.key_path = Path(cert), Path(key)
@@ -134,13 +133,7 @@ class CentralCA:
     def sign_csr(self, csr_pem: str, device_id: str) -> tuple[str, str, str]:
         """(certificate PEM, serial hex, not_after ISO) for ``device_id`` from a device's CSR."""
         from edge_min.central.enrollment_store import serial_hex
-        from edge_min.security.certs import (
-            _check_device_id,
-            _crypto,
-            _device_names,
-            _general_names,
-            _key_usage,
-        )
+        from edge_min.security.certs import _check_device_id, _device_names
 
         _check_device_id(device_id)
         csr = _load_csr(csr_pem)
@@ -197,7 +190,6 @@ class FactoryCA:
     without a claim token, as the CN of its factory certificate."""
 
     def __init__(self, cert: str | os.PathLike[str]) -> None:
-        from edge_min.security.certs import _crypto
 
         x509 = _crypto()[0]
         self.path = Path(cert)
@@ -218,7 +210,7 @@ class FactoryCA:
 
         from cryptography.exceptions import InvalidSignature
 
-        from edge_min.security.certs import DEVICE_ID_RE, _crypto
+        from edge_min.security.certs import DEVICE_ID_RE
 
         x509, _, _, _, oid = _crypto()
         if not isinstance(factory_pem, str) or "BEGIN CERTIFICATE" not in factory_pem:
@@ -286,3 +278,49 @@ def verify_with(public: Any, signature: bytes, data: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+# -- cryptography's X.509 builder (central always has it: the crypto extra)
+
+
+def _crypto() -> tuple[Any, Any, Any, Any, Any]:
+    """(x509, ec, serialization, hashes, oid) from cryptography, imported on first use."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509 import oid
+    except ImportError as exc:  # pragma: no cover - the dev venv has it
+        raise MissingDependency("cryptography", "crypto", "central's CA") from exc
+    return x509, ec, serialization, hashes, oid
+
+
+def _key_usage(x509: Any, *, ca: bool) -> Any:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        # ECDHE key agreement is ephemeral; the certificate key only signs.
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_names(x509: Any, names: list[str]) -> list[Any]:
+    out: list[Any] = []
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            continue
+        seen.add(name.lower())
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            out.append(x509.DNSName(name))
+        else:
+            out.append(x509.IPAddress(ip))
+    return out

@@ -12,7 +12,9 @@ three paths of edge-security.yaml's ``encryption.communication``).
 
 These are for development and tests; a fleet gets its certificates from its own PKI. The
 extensions follow RFC 5280 closely enough for strict verifiers (OpenSSL's X509_STRICT,
-cryptography's verifier): CA key usage critical, SKI/AKI present, leaves not CAs.
+cryptography's verifier): CA key usage critical, SKI/AKI present, leaves not CAs. They are
+made with pycryptodome and a small DER writer (``edge_min.security.certbuild``), so the
+gateway binary, which has no ``cryptography``, makes them too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edge_min.errors import EdgeError, MissingDependency
+from edge_min.errors import EdgeError
 
 DEFAULT_DAYS = 365
 CA_NAME = "edge-min development CA"
@@ -86,9 +88,10 @@ def issue_device_cert(
     ``ca_dir/devices/<device_id>``); returns them keyed ``ca_cert``, ``device_cert``,
     ``device_key``.
     """
+    from edge_min.security import certbuild, pkix
+
     _check_device_id(device_id)
     _check_days(days)
-    x509, _, serialization, _, _ = _crypto()
     source = Path(ca_dir)
     ca_cert_path, ca_key_path = source / FILES["ca_cert"], source / FILES["ca_key"]
     for p in (ca_cert_path, ca_key_path):
@@ -96,8 +99,14 @@ def issue_device_cert(
             raise CertificateError(
                 f"{p} does not exist; run `edge-min certs init {source}` first to make the CA"
             )
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    try:
+        ca_cert = pkix.parse_certificate(ca_cert_path.read_bytes())
+        ca_key = certbuild.load_key(ca_key_path.read_bytes())
+    except pkix.PkixError as exc:
+        raise CertificateError(
+            f"the CA in {source} cannot be read ({exc.message}); make a new one with "
+            f"`edge-min certs init {source} --force`"
+        ) from exc
     folder = Path(out_dir) if out_dir is not None else source / "devices" / device_id
     paths = {k: folder / FILES[k] for k in ("ca_cert", "device_cert", "device_key")}
     _refuse_existing(list(paths.values()), force)
@@ -106,8 +115,8 @@ def issue_device_cert(
     )
     _ensure_dir(folder)
     _write(paths["ca_cert"], ca_cert_path.read_bytes())
-    _write(paths["device_key"], _key_pem(key), secret=True)
-    _write(paths["device_cert"], _cert_pem(cert))
+    _write(paths["device_key"], certbuild.key_pem(key), secret=True)
+    _write(paths["device_cert"], certbuild.cert_pem(cert))
     return paths
 
 
@@ -162,14 +171,16 @@ def _make_bundle(
     device_key, device_cert = _make_leaf(
         ca_key, ca_cert, device_id, "device", _device_names(device_id), True, True, days
     )
+    from edge_min.security.certbuild import cert_pem, key_pem
+
     for folder in {path.parent for path in paths.values()}:
         _ensure_dir(folder)
-    _write(paths["ca_key"], _key_pem(ca_key), secret=True)
-    _write(paths["ca_cert"], _cert_pem(ca_cert))
-    _write(paths["central_key"], _key_pem(central_key), secret=True)
-    _write(paths["central_cert"], _cert_pem(central_cert))
-    _write(paths["device_key"], _key_pem(device_key), secret=True)
-    _write(paths["device_cert"], _cert_pem(device_cert))
+    _write(paths["ca_key"], key_pem(ca_key), secret=True)
+    _write(paths["ca_cert"], cert_pem(ca_cert.der))
+    _write(paths["central_key"], key_pem(central_key), secret=True)
+    _write(paths["central_cert"], cert_pem(central_cert))
+    _write(paths["device_key"], key_pem(device_key), secret=True)
+    _write(paths["device_cert"], cert_pem(device_cert))
     return paths
 
 
@@ -239,43 +250,27 @@ def run(args: argparse.Namespace) -> int:
 # -- building certificates
 
 
-def _crypto() -> tuple[Any, Any, Any, Any, Any]:
-    """(x509, ec, serialization, hashes, oid) from cryptography, imported on first use."""
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509 import oid
-    except ImportError as exc:  # pragma: no cover - the dev venv has it
-        raise MissingDependency("cryptography", "crypto", "making TLS certificates") from exc
-    return x509, ec, serialization, hashes, oid
-
-
 def _make_ca(days: int) -> tuple[Any, Any]:
-    x509, ec, _, hashes, oid = _crypto()
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(oid.NameOID.COMMON_NAME, CA_NAME),
-            x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, "edge-min development"),
-        ]
+    """A CA key and its self-signed certificate (``pkix.Certificate``)."""
+    from edge_min.security import certbuild, pkix
+
+    key = certbuild.new_key()
+    subject = certbuild.name(
+        (pkix.OID_COMMON_NAME, CA_NAME), (certbuild.OID_ORGANIZATION, "edge-min development")
     )
+    public = bytes(key.public_key().export_key(format="DER"))
     now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(x509, ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    der = certbuild.certificate(
+        issuer_key=key,
+        issuer_name=subject,
+        issuer_public=public,
+        subject_name=subject,
+        subject_key=key,
+        not_before=now - _BACKDATE,
+        not_after=now + timedelta(days=days),
+        ca=True,
     )
-    return key, cert
+    return key, pkix.parse_certificate(der)
 
 
 def _make_leaf(
@@ -287,70 +282,32 @@ def _make_leaf(
     server: bool,
     client: bool,
     days: int,
-) -> tuple[Any, Any]:
-    """A leaf key and certificate; ``unit`` (OU) says what the holder is (central, device)."""
-    x509, ec, _, hashes, oid = _crypto()
-    key = ec.generate_private_key(ec.SECP256R1())
-    usages = []
-    if server:
-        usages.append(oid.ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(oid.ExtendedKeyUsageOID.CLIENT_AUTH)
+) -> tuple[Any, bytes]:
+    """A leaf key and certificate (DER) under ``ca_cert`` (``pkix.Certificate``); ``unit``
+    (OU) says what the holder is (central, device)."""
+    from edge_min.security import certbuild, pkix
+
+    key = certbuild.new_key()
     now = datetime.now(UTC)
-    not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(oid.NameOID.COMMON_NAME, common_name),
-                    x509.NameAttribute(oid.NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(x509, ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_general_names(x509, names)), False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
+    not_after = now + timedelta(days=days)
+    if ca_cert.not_after is not None:
+        not_after = min(not_after, ca_cert.not_after)
+    der = certbuild.certificate(
+        issuer_key=ca_key,
+        issuer_name=ca_cert.subject_der,
+        issuer_public=ca_cert.public_key_info,
+        subject_name=certbuild.name(
+            (pkix.OID_COMMON_NAME, common_name), (certbuild.OID_UNIT, unit)
+        ),
+        subject_key=key,
+        not_before=now - _BACKDATE,
+        not_after=not_after,
+        ca=False,
+        server=server,
+        client=client,
+        names=names,
     )
-    return key, cert
-
-
-def _key_usage(x509: Any, *, ca: bool) -> Any:
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        # ECDHE key agreement is ephemeral; the certificate key only signs.
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _general_names(x509: Any, names: list[str]) -> list[Any]:
-    out: list[Any] = []
-    seen: set[str] = set()
-    for name in names:
-        if name.lower() in seen:
-            continue
-        seen.add(name.lower())
-        ip = _as_ip(name)
-        out.append(x509.IPAddress(ip) if ip is not None else x509.DNSName(name))
-    return out
+    return key, der
 
 
 def _central_names(central_host: str) -> list[str]:
@@ -408,22 +365,6 @@ def _ensure_dir(folder: Path) -> None:
     if not folder.exists():
         # The folder holds private keys: only the owner may list it.
         folder.mkdir(mode=0o700, parents=True)
-
-
-def _key_pem(key: Any) -> bytes:
-    serialization = _crypto()[2]
-    data: bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return data
-
-
-def _cert_pem(cert: Any) -> bytes:
-    serialization = _crypto()[2]
-    data: bytes = cert.public_bytes(serialization.Encoding.PEM)
-    return data
 
 
 def _write(path: Path, data: bytes, *, secret: bool = False) -> None:

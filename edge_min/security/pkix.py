@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from edge_min.errors import EdgeError, MissingDependency
@@ -305,6 +306,8 @@ class Certificate:
     public_key_info: bytes  # subjectPublicKeyInfo, DER
     key_algorithm: str  # dotted OID
     signature_algorithm: str
+    subject_der: bytes = b""  # the subject Name as encoded, to issue under it
+    not_after: datetime | None = None
 
     @property
     def common_name(self) -> str | None:
@@ -370,7 +373,22 @@ def parse_certificate(data: str | bytes) -> Certificate:
         public_key_info=spki.raw,
         key_algorithm=_public_key_algorithm(spki, "subjectPublicKeyInfo"),
         signature_algorithm=signed_with,
+        subject_der=subject.raw,
+        not_after=_time(times[1], "the validity's notAfter"),
     )
+
+
+def _time(element: Element, what: str) -> datetime:
+    """A UTCTime (years 1950-2049) or GeneralizedTime ending in Z, as an aware datetime."""
+    text = element.content.decode("ascii", "replace")
+    form = "%y%m%d%H%M%SZ" if element.tag == UTC_TIME else "%Y%m%d%H%M%SZ"
+    try:
+        moment = datetime.strptime(text, form).replace(tzinfo=UTC)
+    except ValueError:
+        raise PkixError(f"{what} {text!r} is not a time in the form {form}") from None
+    if element.tag == UTC_TIME and moment.year >= 2050:
+        moment = moment.replace(year=moment.year - 100)
+    return moment
 
 
 def parse_csr(data: str | bytes) -> Csr:

@@ -200,3 +200,84 @@ def test_cli_arguments_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
         certs.run(parser.parse_args([str(target)]))
     assert certs.run(parser.parse_args([str(target), "--force", "--days", "30"])) == 0
     assert _cn(_cert(target / "device.crt")) == "device-1"
+
+
+NO_CRYPTOGRAPHY = """
+import sys
+sys.modules["cryptography"] = None  # any import of it fails, as in the gateway binary
+from edge_min.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m, v in sys.modules.items() if m.startswith("cryptography") and v)
+assert not loaded, loaded
+raise SystemExit(code)
+"""
+
+
+def test_certs_init_needs_no_cryptography_and_its_chains_hold_in_strict_tls(
+    tmp_path: Path,
+) -> None:
+    # What the gateway binary runs: `certs init` with pycryptodome alone. The files must give a
+    # mutual TLS 1.3 handshake with OpenSSL's X509_STRICT on both sides, and cryptography's
+    # strict verifier (the other tests here) must accept them.
+    import socket
+    import ssl
+    import subprocess
+    import sys
+    import threading
+
+    out = tmp_path / "pki"
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_CRYPTOGRAPHY, "certs", "init", str(out), "--device-id", "gw-9"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    issue = (
+        'import sys; sys.modules["cryptography"] = None\n'
+        "from edge_min.security.certs import issue_device_cert\n"
+        f"issue_device_cert({str(out)!r}, 'gw-10')\n"
+    )
+    more = subprocess.run(
+        [sys.executable, "-c", issue], capture_output=True, text=True, check=False
+    )
+    assert more.returncode == 0, more.stderr
+    second = out / "devices" / "gw-10"
+    assert _cn(_cert(second / "device.crt")) == "gw-10"
+
+    store = Store([_cert(out / "ca.crt")])
+    verifier = PolicyBuilder().store(store).time(datetime.now(UTC))
+    verifier.build_server_verifier(x509.DNSName("localhost")).verify(_cert(out / "central.crt"), [])
+    for device in (out / "device.crt", second / "device.crt"):
+        verifier.build_client_verifier().verify(_cert(device), [])
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_3
+    server.verify_flags |= ssl.VERIFY_X509_STRICT
+    server.load_cert_chain(out / "central.crt", out / "central.key")
+    server.load_verify_locations(out / "ca.crt")
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    client.load_verify_locations(out / "ca.crt")
+    client.load_cert_chain(second / "device.crt", second / "device.key")
+    seen: list[Any] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with server.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.getpeercert())
+                tls.sendall(b"ok")
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with (
+            socket.create_connection(listener.getsockname()) as raw,
+            client.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            assert tls.version() == "TLSv1.3" and tls.recv(2) == b"ok"
+        thread.join(10)
+    subject = dict(pair[0] for pair in seen[0]["subject"])
+    assert subject["commonName"] == "gw-10" and subject["organizationalUnitName"] == "device"
