@@ -167,10 +167,22 @@ def test_systemd_hooks_ping_the_watchdog_at_most_each_half_period(
 
 
 def _tls_data_dir(data: Path) -> None:
-    """A data directory whose API serves TLS 1.3 with development certificates."""
-    from edge_min.security.certs import init_certs
-
-    certs = init_certs(data.parent / "certs", device_id="gw-1")
+    """A data directory whose API serves TLS 1.3 with development certificates made by the
+    gateway itself (`certs init`: pycryptodome only, no cryptography in the binary)."""
+    folder = data.parent / "certs"
+    made = subprocess.run(
+        [*_gateway_cmd(), "certs", "init", str(folder), "--device-id", "gw-1"],
+        capture_output=True,
+        text=True,
+        env=_cache_env(data.parent),
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    certs = {
+        "device_cert": folder / "device.crt",
+        "device_key": folder / "device.key",
+        "ca_cert": folder / "ca.crt",
+    }
     data.mkdir(parents=True)
     (data / "edge-config.yaml").write_text("api: {tls: true}\n")
     (data / "edge-security.yaml").write_text(
