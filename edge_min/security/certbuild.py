@@ -47,13 +47,13 @@ LEAF_USAGE = pkix.der(pkix.BIT_STRING, bytes((7, 0b10000000)))  # 1 bit used
 
 def new_key() -> Any:
     """A fresh EC P-256 key (pycryptodome's ``EccKey``)."""
-    ECC, _, _ = pkix._pycryptodome("making TLS certificates")
+    ECC, _, _ = pkix.pycryptodome("making TLS certificates")
     return ECC.generate(curve="P-256")
 
 
 def load_key(pem_data: bytes) -> Any:
     """An EC private key from PEM (PKCS#8 or SEC1)."""
-    ECC, _, _ = pkix._pycryptodome("reading a CA key")
+    ECC, _, _ = pkix.pycryptodome("reading a CA key")
     try:
         key = ECC.import_key(pem_data)
     except (ValueError, IndexError, TypeError) as exc:
@@ -104,7 +104,7 @@ def certificate(
 
     ``issuer_public`` is the issuer's subjectPublicKeyInfo (DER), for the authority key id;
     for a self-signed CA it is the subject's own."""
-    _, DSS, SHA256 = pkix._pycryptodome("signing a certificate")
+    _, DSS, SHA256 = pkix.pycryptodome("signing a certificate")
     public = bytes(subject_key.public_key().export_key(format="DER"))
     extensions = [
         _extension(OID_BASIC_CONSTRAINTS, True, _basic_constraints(ca)),

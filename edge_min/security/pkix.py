@@ -427,7 +427,7 @@ def parse_csr(data: str | bytes) -> Csr:
 # -- keys and signatures (pycryptodome) ----------------------------------------------------
 
 
-def _pycryptodome(purpose: str) -> Any:
+def pycryptodome(purpose: str) -> Any:
     """pycryptodome's ECC, DSS and SHA256 modules, imported on first use."""
     try:
         from Crypto.Hash import SHA256
@@ -440,7 +440,7 @@ def _pycryptodome(purpose: str) -> Any:
 
 def new_key_and_csr(common_name: str | None) -> tuple[bytes, str, bytes]:
     """(key PEM, CSR PEM, SubjectPublicKeyInfo DER) of a fresh EC P-256 key."""
-    ECC, DSS, SHA256 = _pycryptodome("making the device's key and CSR")
+    ECC, DSS, SHA256 = pycryptodome("making the device's key and CSR")
     key = ECC.generate(curve="P-256")
     public = bytes(key.public_key().export_key(format="DER"))
     info = der_sequence(der_integer(0), der_name(common_name), public, der(CONTEXT_0, b""))
@@ -452,7 +452,7 @@ def new_key_and_csr(common_name: str | None) -> tuple[bytes, str, bytes]:
 
 def verify_csr(csr: Csr) -> None:
     """PkixError unless ``csr`` is signed ecdsa-with-SHA256 by its own EC key."""
-    ECC, DSS, SHA256 = _pycryptodome("checking a CSR")
+    ECC, DSS, SHA256 = pycryptodome("checking a CSR")
     if csr.signature_algorithm != OID_ECDSA_SHA256:
         raise PkixError(f"the CSR is signed with {csr.signature_algorithm}, not ecdsa-with-SHA256")
     if csr.key_algorithm != OID_EC_PUBLIC_KEY:
@@ -467,7 +467,7 @@ def verify_csr(csr: Csr) -> None:
 def sign_with_pem(key_pem: bytes, data: bytes) -> bytes:
     """``data`` signed by an unencrypted PEM private key: EC (ECDSA SHA-256, DER), RSA
     (PKCS#1 v1.5 SHA-256) or Ed25519, as ``edge_min.central.ca.sign_with`` signs."""
-    ECC, DSS, SHA256 = _pycryptodome("signing with the factory key")
+    ECC, DSS, SHA256 = pycryptodome("signing with the factory key")
     if b"ENCRYPTED" in key_pem:
         raise PkixError("the key is encrypted; give it unencrypted (PKCS#8 or SEC1/PKCS#1 PEM)")
     try:
@@ -493,7 +493,7 @@ def _sign_rsa(key_pem: bytes, data: bytes) -> bytes:
         from Crypto.Signature import pkcs1_15
     except ImportError:
         raise MissingDependency("pycryptodome", "crypto", "signing with an RSA key") from None
-    SHA256 = _pycryptodome("signing with an RSA key")[2]
+    SHA256 = pycryptodome("signing with an RSA key")[2]
     try:
         key = RSA.import_key(key_pem)
     except (ValueError, TypeError, IndexError) as exc:
