@@ -127,13 +127,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def site(bundle: Path) -> Iterator[str]:
     """The bundle served by a real ``edge-min web serve`` on a free port of 127.0.0.1 (it
     checks the bundle first; tests/integration/test_web_serve.py has its own tests)."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edge_min", "web", "serve", "--dir", str(bundle), "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    from tests.integration.test_web_serve import web_serve
+
+    server = web_serve("--dir", str(bundle), "--port", "0")
     try:
         assert server.stdout is not None and server.stderr is not None
         line = server.stdout.readline()
