@@ -292,17 +292,25 @@ def _check_root_chain(reader: BundleReader, trust: Trust) -> None:
 # -- making a bundle (the build side; needs the crypto extra to sign) -------------------------
 
 
+#: The first bytes of a squashfs image (little-endian "sqsh"): a firmware slot's root.
+SQUASHFS_MAGIC = b"hsqs"
+_SUFFIX = {"binary": "bin", "package": "tar", "image": "img"}
+
+
 def detect_kind(path: Path) -> str:
-    """``binary`` (an ELF file) or ``package`` (a tar, or a gzipped tar); ValueError else."""
+    """``binary`` (an ELF file), ``package`` (a tar, or a gzipped tar) or ``image`` (a
+    squashfs root file system: a firmware slot, ``make firmware``); ValueError else."""
     with open(path, "rb") as f:
         head = f.read(512)
     if head.startswith(b"\x7fELF"):
         return "binary"
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         return "package"
+    if head.startswith(SQUASHFS_MAGIC):
+        return "image"
     raise ValueError(
-        f"{path}: neither an ELF binary (make binary) nor a tar package "
-        "(infra/scripts/build_edge_package.sh)"
+        f"{path}: neither an ELF binary (make binary), a tar package "
+        "(infra/scripts/build_edge_package.sh) nor a squashfs slot image (make firmware)"
     )
 
 
@@ -345,7 +353,7 @@ def make_bundle(
         uncompressed(payload) as plain,
     ):
         sha, length = codec.sha256_file(plain)
-        target = f"edge-min-{version}-{arch}.{'bin' if kind == 'binary' else 'tar'}"
+        target = f"edge-min-{version}-{arch}.{_SUFFIX[kind]}"
         encoded = Path(tmp) / "encoded"
         if delta_from is None:
             file = f"targets/{target}.{codec.FULL}"

@@ -82,7 +82,9 @@ def _install_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="the payload: gateway binary or package .tar.gz")
     p.add_argument("--version", required=True, help="the payload's version")
     p.add_argument(
-        "--kind", choices=("binary", "package"), help="default: package for a tar archive"
+        "--kind",
+        choices=("binary", "package", "image"),
+        help="default: image for a squashfs file, package for a tar archive, else binary",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument(

@@ -103,6 +103,8 @@ def install_bundle(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
+        if active and record.get("kind") == "image" and record.get("length"):
+            base = _image_of(root, active, int(record["length"]), workdir)
         verified = verify_bundle(
             Path(bundle),
             trust,
@@ -123,6 +125,23 @@ def install_bundle(
         return slot, verified
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _image_of(root: Path, slot: str, length: int, workdir: Path) -> Path | None:
+    """The active image slot's image, copied out of its partition: the base of a delta."""
+    from edge_min.update.slots import SlotError, slot_devices
+
+    try:
+        device = slot_devices(root)[slot]
+        out = workdir / f"base-{slot}.img"
+        with open(device, "rb") as src, open(out, "wb") as dst:
+            left = length
+            while left > 0 and (chunk := src.read(min(1 << 20, left))):
+                dst.write(chunk)
+                left -= len(chunk)
+        return out
+    except (OSError, SlotError):  # no base: a delta is refused as delta_base_missing
+        return None
 
 
 def keep_package_tar(root: Path, slot: str, package: Path) -> Path:

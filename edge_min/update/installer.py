@@ -48,8 +48,10 @@ from edge_min.update.slots import (
     empty_slot,
     file_sha256,
     fsync_tree,
+    image_sha256,
     no_step,
     other,
+    slot_devices,
     slot_digest,
     slot_dir,
 )
@@ -57,7 +59,7 @@ from edge_min.update.slots import (
 if TYPE_CHECKING:
     from edge_min.clock import Clock
 
-KINDS = ("binary", "package")
+KINDS = ("binary", "package", "image")
 _CHUNK = 64 * 1024
 INSTALL_LOCK = "install.lock"
 
@@ -94,7 +96,9 @@ def local_payload(path: Path, version: str, kind: str | None = None) -> LocalPay
     if not path.is_file():
         raise BadPayload(f"payload {path}: no such file; pass the gateway binary or a package")
     if kind is None:
-        kind = "package" if tarfile.is_tarfile(path) else "binary"
+        with open(path, "rb") as f:
+            squashfs = f.read(4) == b"hsqs"  # a firmware slot's root file system
+        kind = "image" if squashfs else "package" if tarfile.is_tarfile(path) else "binary"
     if kind not in KINDS:
         raise BadPayload(f"payload kind {kind!r} is not one of {', '.join(KINDS)}")
     return LocalPayload(version, path, file_sha256(path), path.stat().st_size, kind)
@@ -182,6 +186,8 @@ class Installer:
             lock.release()
 
     def _write(self, target: str, verified: Payload) -> str:
+        if verified.kind == "image":
+            return self._write_image(target, verified)
         final = slot_dir(self.root, target)
         new, old = final.with_name(f"{target}.new"), final.with_name(f"{target}.old")
         for leftover in (new, old):  # of an install a power cut interrupted
@@ -221,6 +227,47 @@ class Installer:
                 self.step("slot.chunk")
         os.chmod(new / PROGRAM, 0o755)
         self._check_read(verified, h.hexdigest(), size)
+
+    def _write_image(self, target: str, verified: Payload) -> str:
+        """Write the image raw into the slot's partition, flush it, and read it back."""
+        device = slot_devices(self.root)[target]
+        h, size = hashlib.sha256(), 0
+        self.step("slot.begin")
+        # O_RDWR without O_TRUNC: a partition has a fixed size (a file standing in for one
+        # in tests is taken at its size too).
+        fd = os.open(device, os.O_RDWR)
+        try:
+            capacity = os.lseek(fd, 0, os.SEEK_END)
+            if verified.length > capacity:
+                raise BadPayload(
+                    f"image {verified.payload} is {verified.length} bytes, larger than slot "
+                    f"{target}'s partition {device} ({capacity} bytes); build a smaller image "
+                    "or re-partition the device"
+                )
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(verified.payload, "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    os.write(fd, chunk)
+                    self.step("slot.chunk")
+            os.fsync(fd)
+            # The written pages are clean now: drop them, so the read below comes from the
+            # disk (what the next boot mounts), not from the page cache.
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        self._check_read(verified, h.hexdigest(), size)
+        self.step("slot.written")
+        digest = image_sha256(device, verified.length)
+        if digest != verified.sha256:
+            raise SlotDigestMismatch(
+                f"slot {target} ({device}) reads back as {digest[:16]}..., not the image's "
+                f"{verified.sha256[:16]}...: the disk did not keep what was written"
+            )
+        self.step("slot.verified")
+        return digest
 
     def _check_read(self, verified: Payload, sha: str, size: int) -> None:
         if sha != verified.sha256 or size != verified.length:
@@ -406,6 +453,32 @@ class Installer:
         record = st["slots"][active]
         record["db_backup"] = str(dest)
         record["schema"] = schema_version(db)
+
+    # -- a firmware image's side: the boot loader counts the tries (targets/firmware) -------
+
+    def adopt(self, slot: str, record: dict[str, Any]) -> None:
+        """Record ``slot`` as holding ``record`` (a factory image's slots, found at first boot);
+        the first one adopted good becomes the active slot."""
+        with self.file.locked() as st:
+            st["slots"][slot] = {**empty_slot(), **record}
+            if st["active"] is None and record.get("state") == "good":
+                st["active"] = slot
+
+    def prepare_trial(self, db: Path | None) -> None:
+        """Before the reboot into a trial: the database backed up for the active slot, once."""
+        with self.file.locked() as st:
+            trying = st["trying"]
+            if trying is not None and not trying["backup_done"]:
+                self._backup_db(st, db)
+                trying["backup_done"] = True
+
+    def boot_try(self, slot: str, tries: int) -> None:
+        """The boot loader started try ``tries`` of the trial slot (it counted it itself)."""
+        with self.file.locked() as st:
+            trying = st["trying"]
+            if trying and trying["slot"] == slot:
+                trying["tries"] = tries
+                trying["unhealthy"] = None
 
     def failed_start(self, slot: str, tries: int, reason: str) -> None:
         """The try ``tries`` of the trial slot ended without a commit, because of ``reason``."""

@@ -10,6 +10,12 @@ Layout under the install root (``/opt/meta-agent`` on a gateway)::
 The database, keys and configs live in the data directory and the config directory, outside
 the slots, so both versions see the same data.
 
+On a firmware image (``targets/firmware``) a slot is a partition instead: ``<root>`` is on
+the data partition, the payload is a squashfs ``image`` written raw into the slot's
+partition, and ``<root>/slot-devices.json`` (``{"a": "/dev/vda2", "b": "/dev/vda3"}``,
+written at each boot) says which device is which slot. An image slot's digest is the sha256
+of its first ``length`` bytes: the image, not the rest of the partition.
+
 ``update-state.json``::
 
     {"format": 1,
@@ -59,6 +65,7 @@ SLOTS = ("a", "b")
 STATE_FILE = "update-state.json"
 LOCK_FILE = "update.lock"
 SLOTS_DIR = "slots"
+DEVICES_FILE = "slot-devices.json"
 PROGRAM = "edge-min"
 FORMAT = 1
 #: A trial slot that failed this many starts (or health) is given up for the active one.
@@ -216,6 +223,45 @@ def slot_dir(root: Path, slot: str) -> Path:
     return Path(root) / SLOTS_DIR / slot
 
 
+def slot_devices(root: Path) -> dict[str, Path]:
+    """The block device of each image slot (``slot-devices.json``); SlotError if unknown."""
+    path = Path(root) / DEVICES_FILE
+    try:
+        found = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SlotError(
+            f"{path} does not exist: image slots live on a firmware image's partitions, "
+            "which its boot (edge-min firmware boot) records; install a binary or a package "
+            "on a gateway"
+        ) from None
+    except ValueError as exc:
+        raise SlotStateCorrupt(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(found, dict) or not all(isinstance(found.get(s), str) for s in SLOTS):
+        raise SlotStateCorrupt(f"{path}: needs a device path for each of the slots a and b")
+    return {s: Path(found[s]) for s in SLOTS}
+
+
+def write_slot_devices(root: Path, devices: dict[str, Path]) -> None:
+    """Record which device is which slot (the firmware boot, at every start)."""
+    from edge_min.update.trust import write_whole
+
+    doc = {s: str(devices[s]) for s in SLOTS}
+    write_whole(Path(root) / DEVICES_FILE, json.dumps(doc, sort_keys=True).encode())
+
+
+def image_sha256(device: Path, length: int) -> str:
+    """The sha256 of the first ``length`` bytes of ``device`` (an image slot's content)."""
+    h, left = hashlib.sha256(), int(length)
+    with open(device, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                raise SlotDigestMismatch(f"{device} ends {left} bytes before the image's end")
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
 def program(root: Path, slot: str) -> Path:
     """The program a slot runs (the binary, or a package's launcher)."""
     return slot_dir(root, slot) / PROGRAM
@@ -249,10 +295,15 @@ def tree_digest(top: Path) -> str:
     return h.hexdigest()
 
 
-def slot_digest(root: Path, slot: str, kind: str) -> str:
-    """The digest a slot is checked against: its binary's sha256, or its tree's."""
+def slot_digest(root: Path, slot: str, kind: str, length: int | None = None) -> str:
+    """The digest a slot is checked against: its binary's sha256, its tree's, or (an image
+    slot) the sha256 of its partition's first ``length`` bytes."""
     if kind == "binary":
         return file_sha256(program(root, slot))
+    if kind == "image":
+        if length is None:
+            raise SlotStateCorrupt(f"image slot {slot} has no length recorded")
+        return image_sha256(slot_devices(root)[slot], length)
     return tree_digest(slot_dir(root, slot))
 
 
@@ -262,7 +313,7 @@ def verify_slot(root: Path, state: dict[str, Any], slot: str) -> None:
     if record["state"] not in BOOTABLE:
         raise SlotDigestMismatch(f"slot {slot} is {record['state']}, not bootable")
     try:
-        found = slot_digest(root, slot, record["kind"])
+        found = slot_digest(root, slot, record["kind"], record.get("length"))
     except OSError as exc:
         raise SlotDigestMismatch(f"slot {slot} cannot be read: {exc}") from None
     if found != record["digest"]:

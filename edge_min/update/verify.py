@@ -51,7 +51,7 @@ __all__ = [
     "version_key",
 ]
 
-KINDS = ("binary", "package")
+KINDS = ("binary", "package", "image")
 #: ``platform.machine()`` spellings of the same architecture, to the names targets use.
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 _VERSION_RE = re.compile(r"(\d+(?:\.\d+){0,3})(?:[-.]?(dev|a|b|rc)\.?(\d+))?")
@@ -84,7 +84,7 @@ class VerifiedUpdate:
     payload: Path
     sha256: str
     length: int
-    kind: str  # "binary" or "package"
+    kind: str  # "binary", "package" or "image" (a firmware slot's root file system)
     arch: str
     expires: float  # the earliest expiry of the metadata it was verified with
     #: What Trust.record keeps once it is installed: the newest root and the role versions.
