@@ -8,7 +8,7 @@ BUILD_STAMP  := $(BUILD_VENV)/.installed-stamp
 BINARY_ARCH  := $(shell uname -m | sed 's/amd64/x86_64/;s/arm64/aarch64/')
 BINARY       := dist/edge-min-linux-$(BINARY_ARCH)
 BINARY_ONNX  := $(BINARY)-onnx
-BINARY_SRC   := $(shell find edge_min targets/gateway -name '*.py' -o -name '*.sql' -o -name '*.yaml' -o -name '*.html' -o -name '*.css' -o -name '*.js' -o -name '*.c' -o -name '*.h') \
+BINARY_SRC   := $(shell find edge_min targets/gateway targets/firmware -name '*.py' -o -name '*.sql' -o -name '*.yaml' -o -name '*.html' -o -name '*.css' -o -name '*.js' -o -name '*.c' -o -name '*.h') \
                 build/build_binary.py build/onefile.py build/signing.py build/requirements.txt \
                 build/requirements-onnx.txt build/pycryptodome.nuitka-package.config.yml
 

@@ -77,7 +77,7 @@ def version() -> str:
 def source_digest(options: list[str]) -> str:
     """12 hex digits over the sources, the options and the toolchain: the unpack dir's tag."""
     digest = hashlib.sha256()
-    for folder in ("edge_min", "targets/gateway"):
+    for folder in ("edge_min", "targets/gateway", "targets/firmware"):
         for path in sorted((ROOT / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
@@ -108,6 +108,8 @@ def nuitka_options(variant: str, name: str) -> list[str]:
         "--include-package-data=edge_min",
         # The shim and module check live beside the entry point.
         "--include-package=targets.gateway",
+        # The firmware image's commands (firmware boot|status): its slots hold this binary.
+        "--include-package=targets.firmware",
         # Loaded by name at run time (pycryptodome curves, the optional wire codecs) and
         # the stdlib that Python agents may import in the worker: see modules.py.
         *(f"--include-module={m}" for m in (*THIRD_PARTY, *AGENT_STDLIB)),

@@ -7,7 +7,8 @@ ends with an example (a test checks). User errors become one line on stderr (``e
 error: ...``) and exit code 2, here at the edge and nowhere else; ``config check``,
 ``health`` and ``workflow run --wait`` exit 1 for a failed check or a failed run. A target
 passes its hooks (``main(argv, hooks=[...])``); the serving commands hand them to the
-runtime.
+runtime. A target's own commands come as ``extra`` (the firmware image's ``firmware boot``,
+which the gateway binary carries).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ PROG = "edge-min"
 __all__ = ["COMMANDS", "PROG", "build_parser", "commands", "main"]
 
 
-def commands() -> list[Command]:
-    """Every command: the CLI's own, then each subsystem's, in ``SUBSYSTEMS`` order."""
+def commands(extra: Sequence[Command] = ()) -> list[Command]:
+    """Every command: the CLI's own, each subsystem's in ``SUBSYSTEMS`` order, a target's."""
     from edge_min.cli import central, run, setup, web
     from edge_min.subsystems import SUBSYSTEMS
 
@@ -38,6 +39,7 @@ def commands() -> list[Command]:
         table.extend(kind.commands())
     table.extend(central.COMMANDS)
     table.extend(web.COMMANDS)
+    table.extend(extra)
     paths = [c.path for c in table]
     duplicated = sorted({" ".join(p) for p in paths if paths.count(p) > 1})
     if duplicated:
@@ -112,11 +114,15 @@ def _finish(p: argparse.ArgumentParser, command: Command) -> None:
     p.set_defaults(command_fn=command.run, command_serves=command.serves)
 
 
-def main(argv: Sequence[str] | None = None, hooks: Sequence[TargetHooks] = ()) -> int:
-    """Run one command; returns the exit code."""
+def main(
+    argv: Sequence[str] | None = None,
+    hooks: Sequence[TargetHooks] = (),
+    extra: Sequence[Command] = (),
+) -> int:
+    """Run one command (``extra``: a target's own commands too); returns the exit code."""
     from edge_min.cli.context import CliContext
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(commands(extra)).parse_args(argv)
     # A service logs what it does; any other command prints its own output and, unless -v,
     # only the warnings of the runtime it opens (not its "link to central is down").
     quiet = logging.INFO if getattr(args, "command_serves", False) else logging.WARNING

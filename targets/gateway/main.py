@@ -12,7 +12,9 @@
 - anything else is ``edge-min``'s own command line (``edge_min.cli.main``), with the
   gateway's target hooks (``targets.gateway.shim``): systemd readiness, watchdog and
   stopping notification when ``NOTIFY_SOCKET`` / ``WATCHDOG_USEC`` are set, and the
-  start-up pages of the program given back once ``run`` serves.
+  start-up pages of the program given back once ``run`` serves, and the firmware image's
+  ``firmware boot|status`` commands (``targets.firmware``: the image's slots hold this
+  binary).
 
 It also runs from the source tree: ``python targets/gateway/main.py version``.
 """
@@ -43,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_modules(args[2:])
     from edge_min.cli import main as cli_main
+    from targets.firmware.commands import COMMANDS as FIRMWARE  # the image's slots run this
     from targets.gateway.shim import target_hooks
 
-    return cli_main(args[1:], hooks=target_hooks(compiled="__compiled__" in globals()))
+    hooks = target_hooks(compiled="__compiled__" in globals())
+    return cli_main(args[1:], hooks=hooks, extra=FIRMWARE)
 
 
 if __name__ == "__main__":

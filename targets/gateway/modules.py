@@ -95,9 +95,19 @@ def edge_min_modules() -> list[str]:
     return sorted(names)
 
 
+def target_modules() -> list[str]:
+    """The firmware target's modules: the image's slots run this binary."""
+    import targets.firmware
+
+    names = ["targets.firmware"]
+    for info in pkgutil.walk_packages(targets.firmware.__path__, "targets.firmware."):
+        names.append(info.name)
+    return sorted(names)
+
+
 def required_modules() -> list[str]:
     """All the modules a base gateway binary must be able to import."""
-    return [*edge_min_modules(), *THIRD_PARTY, *AGENT_STDLIB]
+    return [*edge_min_modules(), *target_modules(), *THIRD_PARTY, *AGENT_STDLIB]
 
 
 def check_modules(names: list[str]) -> int:
