@@ -46,6 +46,7 @@ def serve(
     loop_host: LoopHost | None = None,
     platform: Platform | None = None,
     local_central: bool = False,
+    allow_insecure_http: bool = False,
     restore_signals: bool = True,
     announce: Callable[[str], object] = lambda line: print(line, flush=True),
 ) -> int:
@@ -55,6 +56,8 @@ def serve(
     (threads, stop signals) and its ``hooks``; the defaults are the POSIX ones. A process
     that exits right after (``edge-min run``) passes ``restore_signals=False``, so a second
     SIGTERM during the final cleanup is one more stop request, not a kill.
+    ``allow_insecure_http`` lets sync (and what rides on its link: rollouts, metrics) use a
+    plain-http central on another host, with a warning; it is refused otherwise.
     """
     from edge_min.platform.locks import DataDirLock
 
@@ -86,8 +89,19 @@ def serve(
                 from edge_min.central.local import start_local_central
 
                 central = start_local_central(config, paths.root)
+            transport = None
+            if allow_insecure_http:
+                import functools
+
+                from edge_min.sync.transport import http_transport
+
+                transport = functools.partial(http_transport, allow_insecure=True)
             runtime = Runtime(
-                config, paths, platform=platform, executors=loop_host.executors(waiter.set)
+                config,
+                paths,
+                platform=platform,
+                executors=loop_host.executors(waiter.set),
+                transport=transport,
             ).open()
             runtime.wake = waiter.set
             server = _start_api(

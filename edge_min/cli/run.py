@@ -20,6 +20,7 @@ def cmd_run(ctx: CommandContext) -> int:
         port=args.port,
         hooks=ctx.hooks,
         local_central=args.local_central,
+        allow_insecure_http=args.allow_insecure_http,
         # This process ends right after: a second SIGTERM (make and systemd signal the whole
         # group) must not kill it mid-cleanup.
         restore_signals=False,
@@ -36,6 +37,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "http://127.0.0.1:8765 is one) and nothing answers there, also serve a local central "
         "there (data in <data dir>/central, this device's sync key), so a first sync works "
         "with nothing else set up; a central_url on another host is left alone",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// sync.central_url on another host (logs a warning); "
+        "without it only loopback may be plain http, as for `edge-min sync`",
     )
 
 

@@ -315,6 +315,14 @@ class FirmwareBoot:
         console = self.layout.console
         return start_child(argv, env, console if console.exists() else self.layout.logs / "run.log")
 
+    def _provisioned(self) -> dict[str, Any]:
+        """What the last seed applied (provision.json), or nothing."""
+        try:
+            doc = json.loads((self.layout.data / "provision.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
     def _host(self) -> str:
         """Where the API listens: the device's network, unless api.host names an address
         other than the gateway's loopback default (a device is reached over its network)."""
@@ -337,7 +345,10 @@ class FirmwareBoot:
             env.update(
                 {ENV_ROOT: str(self.layout.update_root), ENV_SLOT: slot, ENV_TRY: str(tries)}
             )
-            child = self._start_fn([*self._base_args(), "run", "--host", self._host()], env)
+            argv = [*self._base_args(), "run", "--host", self._host()]
+            if self._provisioned().get("allow_insecure_http") is True:
+                argv.append("--allow-insecure-http")
+            child = self._start_fn(argv, env)
             began = time.monotonic()
             outcome, tries = self._watch(child, slot, tries)
             if outcome != "restart":
@@ -409,7 +420,11 @@ class FirmwareBoot:
 
     def say(self, line: str) -> None:
         """One line on the console (stderr) and in ``<data>/logs/boot.log``."""
-        text = f"edge-min firmware: {line}"
+        try:
+            uptime = Path("/proc/uptime").read_text().split()[0]
+        except (OSError, IndexError):
+            uptime = "?"
+        text = f"edge-min firmware[{uptime}]: {line}"
         print(text, file=sys.stderr, flush=True)
         try:
             self.layout.logs.mkdir(parents=True, exist_ok=True)

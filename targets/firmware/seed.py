@@ -4,6 +4,7 @@ Like cloud-init's NoCloud seed, a seed is a small FAT drive (``firmware/make_see
 makes one; its volume label is ``EDGESEED``) or a ``seed/`` folder on the ESP. Its files::
 
     seed.json               {"format": 1, "device_id": "gw-0042",
+                             "allow_insecure_http": false,   (a lab's plain-http central)
                              "enroll": {"central": "https://central:8765", "token": "emt_...",
                                         "ca_sha256": "3f2a..."}}          (enroll: optional)
     edge-config.yaml        any of the five config files (edge-, sync-, edge-monitoring-,
@@ -45,7 +46,7 @@ TOKEN_KEY_FILE = "api-token.key"
 PROVISION_FILE = "provision.json"
 ERROR_FILE = "seed-error.txt"
 FORMAT = 1
-_SEED_KEYS = {"format", "device_id", "enroll"}
+_SEED_KEYS = {"format", "device_id", "enroll", "allow_insecure_http"}
 _ENROLL_KEYS = {"central", "token", "ca_sha256", "allow_insecure_http"}
 
 
@@ -66,6 +67,7 @@ class Seed:
     configs: dict[str, bytes] = field(default_factory=dict)
     root_json: bytes | None = None
     token_key: bytes | None = None
+    allow_insecure_http: bool = False
 
 
 def read_seed(folder: Path) -> Seed:
@@ -103,6 +105,9 @@ def read_seed(folder: Path) -> Seed:
     device_id = meta.get("device_id")
     if device_id is not None and (not isinstance(device_id, str) or not device_id.strip()):
         raise SeedError(f"{meta_path}: device_id {device_id!r} must be a non-empty string")
+    insecure = meta.get("allow_insecure_http", False)
+    if not isinstance(insecure, bool):
+        raise SeedError(f"{meta_path}: allow_insecure_http {insecure!r} must be true or false")
     enroll = meta.get("enroll")
     if enroll is not None:
         if not isinstance(enroll, dict) or not isinstance(enroll.get("central"), str):
@@ -135,6 +140,7 @@ def read_seed(folder: Path) -> Seed:
         {n: d for n, d in files.items() if n in names},
         files.get(ROOT_FILE),
         token_key,
+        insecure,
     )
 
 
@@ -169,6 +175,7 @@ def provision(seed_dirs: list[Path], data: Path, now: float | None = None) -> Ou
             "state": "applied",
             "seed": seed.digest,
             "device_id": seed.device_id,
+            "allow_insecure_http": seed.allow_insecure_http,
             "files": sorted(seed.configs),
             "applied_at": time.time() if now is None else now,
         },
@@ -251,6 +258,9 @@ def _install(seed: Seed, data: Path) -> None:
             Trust.pin(seed.root_json, trust)
 
 
+_KEPT = ("seed", "device_id", "files", "allow_insecure_http")
+
+
 def _refused(record: Path, logs: Path, folder: Path, message: str, now: float | None) -> Outcome:
     logs.mkdir(parents=True, exist_ok=True)
     text = (
@@ -265,7 +275,7 @@ def _refused(record: Path, logs: Path, folder: Path, message: str, now: float | 
     _save(
         record,
         {
-            **{k: v for k, v in previous.items() if k in ("seed", "device_id", "files")},
+            **{k: v for k, v in previous.items() if k in _KEPT},
             "state": "refused" if previous.get("state") != "applied" else "applied",
             "refused": {"message": message, "at": time.time() if now is None else now},
         },

@@ -249,3 +249,30 @@ def test_a_command_prints_only_its_own_output_and_v_shows_the_runtime_log(tmp_pa
     loud = run_cli(*base, "-v", "workflow", "list")
     assert loud.returncode == 0
     assert "INFO" in loud.stderr or "DEBUG" in loud.stderr, loud.stderr
+
+
+def test_run_refuses_a_plain_http_central_elsewhere_unless_allowed(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    config = tmp_path / "edge-config.yaml"
+    # TEST-NET-1: never routed, so nothing answers; what matters is what run allows
+    config.write_text("sync:\n  central_url: http://192.0.2.1:9\napi:\n  port: 0\n")
+    base = [*edge_min_cmd(), "--config", str(config), "--data-dir", str(tmp_path / "d"), "run"]
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert "refusing plain http:// to a host that is not loopback" in refused.stderr
+    assert "--allow-insecure-http" in refused.stderr and "Traceback" not in refused.stderr
+    proc = subprocess.Popen([*base, "--allow-insecure-http"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "d" / "runtime.json").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        assert (tmp_path / "d" / "runtime.json").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "allowed by the insecure-HTTP flag" in err
