@@ -33,7 +33,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
@@ -207,10 +207,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(error_response(400, "bad_request", "negative Content-Length"))
             return
-        if length > (limit := self.api.max_request_bytes):
+        limit, setting = self.api.body_limits.get(
+            url.path.rstrip("/"), (self.api.max_request_bytes, "api.max_request_bytes")
+        )
+        if length > limit:
             self.close_connection = True
             message = f"request body of {length} bytes is over the limit of {limit} bytes"
-            message += " (api.max_request_bytes)"
+            message += f" ({setting})"
             self._send(error_response(413, "payload_too_large", message))
             return
         body = self.rfile.read(length) if length else b""
@@ -302,6 +305,7 @@ class ApiServer:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         peer_check: Callable[[ssl.SSLSocket], str | None] | None = None,
+        body_limits: Mapping[str, tuple[int, str]] | None = None,
     ) -> None:
         if workers < 1 or max_connections < 1 or idle_timeout <= 0:
             raise ValueError(
@@ -310,6 +314,9 @@ class ApiServer:
             )
         self.router = router
         self.max_request_bytes = max_request_bytes
+        #: Paths whose bodies may be larger (central's bundle upload): path -> (limit, the
+        #: setting's name for the 413 message).
+        self.body_limits = dict(body_limits or {})
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.ssl_context = ssl_context

@@ -62,6 +62,10 @@ def read_key_file(path: str | Path) -> bytes:
     return data
 
 
+#: The largest update bundle an operator may upload (POST /api/bundles).
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+
+
 class CentralServer:
     """The central HTTP server over a store, served from background threads."""
 
@@ -105,6 +109,9 @@ class CentralServer:
             host,
             port,
             max_request_bytes=self.app.max_frame_bytes,
+            # A bundle is a whole program or root file system (a gateway binary's is ~19 MB,
+            # a firmware slot's ~22 MB): larger than any sync frame.
+            body_limits={"/api/bundles": (MAX_BUNDLE_BYTES, "central's MAX_BUNDLE_BYTES")},
             workers=workers,
             backlog=LISTEN_BACKLOG,
             idle_timeout=IDLE_TIMEOUT,

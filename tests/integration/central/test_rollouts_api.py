@@ -52,6 +52,23 @@ def upload(url: str, data: bytes, version: str) -> dict[str, Any]:
     return dict(json.loads(raw))
 
 
+def test_a_bundle_larger_than_a_sync_frame_uploads_and_other_bodies_keep_their_limit(
+    start_central: Callable[..., CentralServer],
+) -> None:
+    """A full gateway binary's bundle is ~19 MB, a firmware slot's ~22 MB: over the 16 MiB
+    a sync frame (and any other request) may be."""
+    from edge_min.sync.protocol import DEFAULT_MAX_BYTES
+
+    server = start_central()
+    big = os.urandom(DEFAULT_MAX_BYTES + 5_000_000)
+    info = upload(server.url, big, "9.0")
+    assert info["length"] == len(big)
+    status, _, raw = Client(server.url, None).request(
+        "POST", "/api/rollouts", b"x" * (DEFAULT_MAX_BYTES + 1), "application/json"
+    )
+    assert status == 413 and b"api.max_request_bytes" in raw, raw
+
+
 def test_bundles_download_in_ranges_and_resume(start_central: Callable[..., CentralServer]) -> None:
     server = start_central()
     info = upload(server.url, BUNDLE, "2.0")
