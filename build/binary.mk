@@ -91,8 +91,7 @@ bench-binary: $(STAMP) $(BINARY) ## benchmark the binary (and -onnx, if built) a
 # would push CI past an hour on 2 cores. Then the x86_64 binary built from scratch and the
 # suites run against it (system-deps first: they use curl and sshd like make test), then the
 # aarch64 binary built under qemu and tested there (build/arm64/ci.sh, ~23 minutes with a
-# fresh root), then both firmware images built from them and booted under QEMU
-# (firmware/ci.sh, build/firmware.mk). EDGE_MIN_CI=fast runs plain `make test` on the host instead.
+# fresh root), and the firmware images built from both binaries and booted under QEMU: the
+# x86_64 image's tests beside the aarch64 build (firmware/ci.sh runs both). EDGE_MIN_CI=fast runs plain `make test` on the host instead.
 ci-full: system-deps test-fresh test-binary ## make test in a clean root (test-fresh), both gateway binaries built and tested, the firmware images
-	bash build/arm64/ci.sh
 	bash firmware/ci.sh

@@ -118,6 +118,7 @@ def test_power_cuts_while_workflows_run_lose_nothing_the_api_committed(
     record_time(f"power on to healthy /health after a cut (mean of {CUTS})", "x86_64",
                 sum(boots) / len(boots))  # fmt: skip
     assert len(committed) > CUTS, f"only {len(committed)} runs were accepted in {CUTS} rounds"
+    print(f"[firmware] {len(committed)} runs accepted (202) across {CUTS} power cuts")
     missing = []
     for run_id in committed:
         status, view = device.request("GET", f"/executions/{run_id}")
@@ -161,7 +162,7 @@ def test_quick_power_cycles_of_a_healthy_image_never_flip_slots(device: Guest) -
     for _ in range(10):
         device.cut()
         device.start()
-        time.sleep(rng.uniform(1.0, 12.0))  # firmware, loader, kernel, init or runtime start
+        time.sleep(rng.uniform(1.0, 30.0))  # in the firmware, loader, kernel, init or runtime
     device.cut()
     device.start()
     device.wait_healthy()
