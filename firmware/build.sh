@@ -33,7 +33,7 @@ case $ARCH in
   aarch64) DEB=arm64 EFI=systemd-bootaa64.efi BOOTEFI=BOOTAA64.EFI CONSOLE=ttyAMA0 \
            LDSO=lib/ld-linux-aarch64.so.1 TRIPLET=aarch64-linux-gnu STUB=linuxaa64.efi.stub \
            OBJCOPY=aarch64-linux-gnu-objcopy OBJDUMP=aarch64-linux-gnu-objdump ESP_MB=128 \
-           VARS_TEMPLATE=/usr/share/AAVMF/AAVMF_VARS.fd
+           VARS_TEMPLATE=/usr/share/AAVMF/AAVMF_VARS.ms.fd
            MODULES="virtio_pci virtio_mmio virtio_blk virtio_net squashfs vfat nls_cp437 nls_ascii nls_iso8859_1 efivarfs" ;;
   *) echo "firmware/build.sh: ARCH must be x86_64 or aarch64, not '$ARCH'" >&2; exit 2 ;;
 esac

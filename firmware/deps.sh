@@ -7,7 +7,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 TOOLS="qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 mtools dosfstools fdisk binutils-aarch64-linux-gnu
-       squashfs-tools e2fsprogs cpio kmod curl busybox-static sbsigntool python3"
+       squashfs-tools e2fsprogs cpio kmod curl busybox-static sbsigntool openssl python3"
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' $TOOLS 2>/dev/null \
           | awk '$NF != "installed" {print $1}'; for t in $TOOLS; do
             dpkg-query -W "$t" >/dev/null 2>&1 || echo "$t"; done)

@@ -4,8 +4,8 @@
 #   firmware/secureboot.sh keys DIR                  PK, KEK and db (RSA 2048, what UEFI
 #                                                    verifies) made once in DIR (keys 0600)
 #   firmware/secureboot.sh sign DIR IN OUT           IN's signatures removed, signed with db
-#   firmware/secureboot.sh vars DIR TEMPLATE OUT     TEMPLATE (the firmware's empty variable
-#                                                    store) with PK/KEK/db enrolled and
+#   firmware/secureboot.sh vars DIR TEMPLATE OUT     TEMPLATE (a firmware variable store)
+#                                                    with its PK/KEK/db replaced by ours and
 #                                                    Secure Boot on from the first boot
 #   firmware/secureboot.sh verify DIR FILE           sbverify FILE against DIR's db
 #
@@ -43,7 +43,9 @@ case $CMD in
   vars)
     TEMPLATE=${3:?TEMPLATE} OUT=${4:?OUT}
     G=$(cat "$DIR/guid.txt")
-    "$VIRT_FW_VARS" --input "$TEMPLATE" --output "$OUT" --no-microsoft \
+    # -d: a template may hold other keys already (AAVMF's only formatted store is its .ms
+    # one: the plain AAVMF_VARS.fd is blank flash); only ours stay
+    "$VIRT_FW_VARS" --input "$TEMPLATE" --output "$OUT" -d PK -d KEK -d db --no-microsoft \
       --set-pk "$G" "$DIR/PK.crt" --add-kek "$G" "$DIR/KEK.crt" --add-db "$G" "$DIR/db.crt" \
       --secure-boot >/dev/null 2>&1 \
       || { log "virt-fw-vars failed (pip install virt-firmware; make firmware does)"; exit 1; } ;;

@@ -330,10 +330,12 @@ def _esp_put(image: Path, path: str, src: Path) -> None:
                    check=True, env=env)  # fmt: skip
 
 
-@X86
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=needs_image(a)) for a in ARCHES])
 @pytest.mark.parametrize("how", ["altered", "unsigned"])
-def test_secure_boot_refuses_an_altered_or_unsigned_kernel_image(tmp_path: Path, how: str) -> None:
-    guest = booted_copy(tmp_path, "x86_64", {"edge-config.yaml": EDGE_CONFIG})
+def test_secure_boot_refuses_an_altered_or_unsigned_kernel_image(
+    tmp_path: Path, how: str, arch: str
+) -> None:
+    guest = booted_copy(tmp_path, arch, {"edge-config.yaml": EDGE_CONFIG})
     assert guest.secure_boot, "make firmware writes the enrolled variables beside the image"
     uki = tmp_path / "slot-a.efi"
     _esp_file(guest.image, "/EFI/edge/slot-a.efi", uki)
