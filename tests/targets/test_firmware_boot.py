@@ -345,3 +345,30 @@ def test_a_seed_carries_the_api_token_key_and_the_update_root(tmp_path: Path) ->
     refused = provision([seed], data)
     assert refused.state == "refused" and "5 bytes; a token key is at least 32" in refused.message
     assert key.read_bytes() == b"k" * 32
+
+
+def test_a_seeds_enrollment_runs_edge_min_enroll_once(tmp_path: Path) -> None:
+    """The seed's enroll block becomes `edge-min enroll` (docs/updates.md) until it worked."""
+    layout = _image(tmp_path)
+    seen = tmp_path / "argv.json"
+    program = tmp_path / "edge-min"
+    program.write_text(
+        f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(seen)!r}, 'w'))\n"
+    )
+    program.chmod(0o755)
+    layout = Layout(**{**layout.__dict__, "program": program})
+    fw = FirmwareBoot(layout, esp=Esp(layout.esp))
+    enroll = {"central": "http://10.0.2.2:8765", "token": "emt_x", "ca_sha256": "ab" * 32,
+              "allow_insecure_http": True}  # fmt: skip
+    fw._enroll(enroll, "gw-7")
+    argv = json.loads(seen.read_text())
+    assert argv[argv.index("enroll") :] == [
+        "enroll", "--central", "http://10.0.2.2:8765", "--token", "emt_x",
+        "--ca-sha256", "ab" * 32, "--device-id", "gw-7", "--allow-insecure-http",
+    ]  # fmt: skip
+    assert argv[:2] == ["--data-dir", str(layout.data_dir)]
+    seen.unlink()
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    (layout.data_dir / "enrollment.json").write_text("{}")
+    fw._enroll(enroll, "gw-7")  # enrolled already: not again
+    assert not seen.exists()
