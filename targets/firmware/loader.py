@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_min.errors import EdgeError
+from edge_min.store.files import fsync_dir
 
 #: systemd-boot's vendor GUID for its variables (LoaderEntrySelected, LoaderBootCountPath...).
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
@@ -147,7 +148,7 @@ class Esp:
                 if new != old.path:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(old.path)
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         parsed = parse_name(name)
         assert parsed is not None
         return Entry(slot, new, version, parsed[1], parsed[2])
@@ -177,16 +178,6 @@ def _write_synced(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse a folder's fsync; the files are synced
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- what the boot loader told this boot (efivarfs) -----------------------------------------

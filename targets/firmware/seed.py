@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_min.errors import EdgeError
+from edge_min.store.files import fsync_dir
 
 SEED_FILE = "seed.json"
 ROOT_FILE = "update-root.json"
@@ -231,11 +232,11 @@ def _install(seed: Seed, data: Path) -> None:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
-    _fsync_dir(new)
+    fsync_dir(new)
     if config.exists():
         os.replace(config, old)
     os.replace(new, config)
-    _fsync_dir(data)
+    fsync_dir(data)
     shutil.rmtree(old, ignore_errors=True)
     if seed.token_key is not None:
         from edge_min.security.tokens import key_path
@@ -249,7 +250,7 @@ def _install(seed: Seed, data: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, key)
-        _fsync_dir(key.parent)
+        fsync_dir(key.parent)
     if seed.root_json is not None:
         from edge_min.update.trust import Trust, trust_dir
 
@@ -296,11 +297,3 @@ def _save(path: Path, doc: dict[str, Any]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(path, json.dumps(doc, sort_keys=True, indent=1).encode())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
