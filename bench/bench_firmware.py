@@ -2,7 +2,8 @@
 
 Run ``python bench/bench_firmware.py`` (``make bench-firmware``, after ``make firmware``;
 ``--no-write`` leaves docs/benchmarks.md alone, ``--arch x86_64`` measures one image,
-``--boots N`` sets the later boots per image, default 2). For each image in dist/firmware/:
+``--boots N`` sets the later boots per image, default 2, ``--images DIR`` reads the images
+from DIR instead of dist/firmware). For each image in dist/firmware/:
 
 - **size**: the image's allocated bytes (it is sparse: what ``bmaptool`` writes) and the slot's
   squashfs, against the gateway binary inside it (the runtime's share);
@@ -42,10 +43,10 @@ def _kernel(console: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def measure(arch: str, boots: int) -> tuple[list[Row], str]:
-    from tests.firmware.conftest import EDGE_CONFIG, SECURITY, booted_copy, image_of
+def measure(image: Path, arch: str, boots: int) -> tuple[list[Row], str]:
+    from tests.firmware.conftest import EDGE_CONFIG, SECURITY, booted_copy
 
-    built = json.loads(image_of(arch).with_suffix(".json").read_text())
+    built = json.loads(image.with_suffix(".json").read_text())
     rows = [
         row(f"{arch} image: allocated bytes (sparse; what is written) vs the gateway binary in "
             f"it (kernel {built['kernel']}, vmlinuz {built['vmlinuz_bytes'] / MB:.1f} MB, "
@@ -57,7 +58,7 @@ def measure(arch: str, boots: int) -> tuple[list[Row], str]:
     ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-firmware-") as tmp:
         guest = booted_copy(Path(tmp), arch, {"edge-config.yaml": EDGE_CONFIG,
-                                              "edge-security.yaml": SECURITY})  # fmt: skip
+                                              "edge-security.yaml": SECURITY}, image)  # fmt: skip
         timeout = 900 if arch == "aarch64" else 300
         times, kernels, memory = [], [], None
         try:
@@ -95,16 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--arch" in args:
         arches = [args[args.index("--arch") + 1]]
     boots = int(args[args.index("--boots") + 1]) if "--boots" in args else 2
-    from tests.firmware.conftest import image_of
-
+    images = Path(args[args.index("--images") + 1]) if "--images" in args else None
+    images = images or ROOT / "dist" / "firmware"
+    missing = [images / f"edge-min-{a}.img" for a in arches]
+    missing = [m for m in missing if not m.is_file()]
+    if missing:
+        print(f"no {missing[0]}: make firmware first", file=sys.stderr)
+        return 2
     rows: list[Row] = []
     notes = []
     for arch in arches:
-        if not image_of(arch).is_file():
-            print(f"no {image_of(arch)}: make firmware first", file=sys.stderr)
-            return 2
         started = time.monotonic()
-        got, note = measure(arch, boots)
+        got, note = measure(images / f"edge-min-{arch}.img", arch, boots)
         rows += got
         notes.append(f"{note} ({time.monotonic() - started:.0f} s in all)")
     m = machine()

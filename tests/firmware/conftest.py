@@ -84,14 +84,22 @@ def device(tmp_path: Path) -> Iterator[Guest]:
         guest.stop()
 
 
-def booted_copy(tmp: Path, arch: str, configs: dict[str, str | bytes], **meta: object) -> Guest:
-    """A copy of ``arch``'s image and a seed with ``configs`` (and ``meta`` in seed.json)."""
+def booted_copy(
+    tmp: Path,
+    arch: str,
+    configs: dict[str, str | bytes],
+    image: Path | None = None,
+    **meta: object,
+) -> Guest:
+    """A copy of ``arch``'s image (or ``image``) and a seed with ``configs`` (and ``meta``
+    in seed.json)."""
     key, token = api_token(tmp)
     seed = make_seed(
         tmp / "seed",
         {"seed.json": json.dumps({"format": 1, "device_id": f"fw-{arch}", **meta}),
          "api-token.key": key, **configs},
     )  # fmt: skip
-    guest = Guest(copy_image(image_of(arch), tmp / f"edge-min-{arch}.img"), arch, seed=seed)
+    source = image or image_of(arch)
+    guest = Guest(copy_image(source, tmp / f"edge-min-{arch}.img"), arch, seed=seed)
     guest.token = token
     return guest

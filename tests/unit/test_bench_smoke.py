@@ -11,7 +11,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 #: The areas of `make bench`; bench_binary.py (`make bench-binary`) and bench_web.py (`make
 #: bench-web`, in Chromium) are commands of their own.
-OWN_COMMANDS = {"bench_binary", "bench_web"}
+OWN_COMMANDS = {"bench_binary", "bench_web", "bench_firmware"}  # and bench-firmware (QEMU)
 MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py") if p.stem not in OWN_COMMANDS)
 
 
@@ -53,6 +53,16 @@ def test_bench_web_without_a_bundle_says_how_to_build_one(
     assert module.main(["--bundle", str(tmp_path / "none"), "--no-write"]) == 2
     assert "make web" in capsys.readouterr().err
     sys.modules.pop("bench_web", None)
+
+
+def test_bench_firmware_without_images_says_how_to_build_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("bench_firmware")
+    assert module.main(["--images", str(tmp_path), "--no-write"]) == 2
+    assert "make firmware" in capsys.readouterr().err
+    sys.modules.pop("bench_firmware", None)
 
 
 def test_sections_of_other_commands_survive_a_rewrite(
