@@ -292,8 +292,6 @@ def _check_root_chain(reader: BundleReader, trust: Trust) -> None:
 # -- making a bundle (the build side; needs the crypto extra to sign) -------------------------
 
 
-#: The first bytes of a squashfs image (little-endian "sqsh"): a firmware slot's root.
-SQUASHFS_MAGIC = b"hsqs"
 _SUFFIX = {"binary": "bin", "package": "tar", "image": "img"}
 
 
@@ -306,6 +304,8 @@ def detect_kind(path: Path) -> str:
         return "binary"
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         return "package"
+    from edge_min.update.slots import SQUASHFS_MAGIC
+
     if head.startswith(SQUASHFS_MAGIC):
         return "image"
     raise ValueError(

@@ -31,7 +31,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from edge_min.store.files import fsync_dir
 from edge_min.update.slots import (
@@ -39,6 +39,7 @@ from edge_min.update.slots import (
     MAX_TRIES,
     PROGRAM,
     SLOTS,
+    SQUASHFS_MAGIC,
     BadPayload,
     NoPreviousVersion,
     SlotBusy,
@@ -97,7 +98,7 @@ def local_payload(path: Path, version: str, kind: str | None = None) -> LocalPay
         raise BadPayload(f"payload {path}: no such file; pass the gateway binary or a package")
     if kind is None:
         with open(path, "rb") as f:
-            squashfs = f.read(4) == b"hsqs"  # a firmware slot's root file system
+            squashfs = f.read(4) == SQUASHFS_MAGIC  # a firmware slot's root file system
         kind = "image" if squashfs else "package" if tarfile.is_tarfile(path) else "binary"
     if kind not in KINDS:
         raise BadPayload(f"payload kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -217,48 +218,45 @@ class Installer:
         self.step("slot.verified")
         return digest
 
-    def _write_binary(self, new: Path, verified: Payload) -> None:
+    def _copy(self, verified: Payload, dst: BinaryIO) -> None:
+        """The payload into ``dst`` in chunks (a step each), checked against what was
+        verified as it is read."""
         h, size = hashlib.sha256(), 0
-        with open(verified.payload, "rb") as src, open(new / PROGRAM, "wb") as dst:
+        with open(verified.payload, "rb") as src:
             while chunk := src.read(_CHUNK):
                 h.update(chunk)
                 size += len(chunk)
                 dst.write(chunk)
                 self.step("slot.chunk")
-        os.chmod(new / PROGRAM, 0o755)
         self._check_read(verified, h.hexdigest(), size)
+
+    def _write_binary(self, new: Path, verified: Payload) -> None:
+        with open(new / PROGRAM, "wb") as dst:
+            self._copy(verified, dst)
+        os.chmod(new / PROGRAM, 0o755)
 
     def _write_image(self, target: str, verified: Payload) -> str:
         """Write the image raw into the slot's partition, flush it, and read it back."""
         device = slot_devices(self.root)[target]
-        h, size = hashlib.sha256(), 0
         self.step("slot.begin")
-        # O_RDWR without O_TRUNC: a partition has a fixed size (a file standing in for one
-        # in tests is taken at its size too).
-        fd = os.open(device, os.O_RDWR)
-        try:
-            capacity = os.lseek(fd, 0, os.SEEK_END)
+        # r+b: no truncation, a partition has a fixed size (a file standing in for one in
+        # tests is taken at its size too)
+        with open(device, "r+b") as dst:
+            capacity = dst.seek(0, os.SEEK_END)
             if verified.length > capacity:
                 raise BadPayload(
                     f"image {verified.payload} is {verified.length} bytes, larger than slot "
                     f"{target}'s partition {device} ({capacity} bytes); build a smaller image "
                     "or re-partition the device"
                 )
-            os.lseek(fd, 0, os.SEEK_SET)
-            with open(verified.payload, "rb") as src:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    size += len(chunk)
-                    os.write(fd, chunk)
-                    self.step("slot.chunk")
-            os.fsync(fd)
+            dst.seek(0)
+            self._copy(verified, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
             # The written pages are clean now: drop them, so the read below comes from the
             # disk (what the next boot mounts), not from the page cache.
             if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        self._check_read(verified, h.hexdigest(), size)
+                os.posix_fadvise(dst.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         self.step("slot.written")
         digest = image_sha256(device, verified.length)
         if digest != verified.sha256:

@@ -66,6 +66,8 @@ STATE_FILE = "update-state.json"
 LOCK_FILE = "update.lock"
 SLOTS_DIR = "slots"
 DEVICES_FILE = "slot-devices.json"
+#: The first bytes of a squashfs image (little-endian "sqsh"): an image slot's payload.
+SQUASHFS_MAGIC = b"hsqs"
 PROGRAM = "edge-min"
 FORMAT = 1
 #: A trial slot that failed this many starts (or health) is given up for the active one.
