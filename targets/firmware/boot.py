@@ -37,6 +37,7 @@ Every decision is printed on the console and appended to ``<data>/logs/boot.log`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -51,7 +52,14 @@ from typing import Any
 
 from edge_min.errors import EdgeError
 from edge_min.update.installer import Installer
-from edge_min.update.slots import MAX_TRIES, image_sha256, other, write_slot_devices
+from edge_min.update.slots import (
+    MAX_TRIES,
+    SQUASHFS_MAGIC,
+    image_sha256,
+    other,
+    slot_devices,
+    write_slot_devices,
+)
 from edge_min.update.supervisor import ENV_ROOT, ENV_SLOT, ENV_TRY
 from targets.firmware.loader import BootedEntry, Esp, booted, remounted
 
@@ -60,7 +68,6 @@ log = logging.getLogger("edge_min.firmware")
 REBOOT = 75  # EX_TEMPFAIL: the init reboots
 POLL = 0.25
 MAX_BACKOFF = 30.0
-SQUASHFS_MAGIC = b"hsqs"
 
 
 class FirmwareError(EdgeError):
@@ -267,9 +274,9 @@ class FirmwareBoot:
         """A factory image's first boot: both slots hold the image's squashfs."""
         import edge_min
 
-        devices = partitions(self.layout.sys_block, self.layout.dev)
+        devices = slot_devices(self.layout.update_root)  # as _record_devices found them
         version = self.version or edge_min.__version__
-        mine = devices[f"edge-{slot}"]
+        mine = devices[slot]
         length = squashfs_length(mine)
         if length is None:
             raise FirmwareError(f"slot {slot} ({mine}) holds no squashfs image")
@@ -277,7 +284,7 @@ class FirmwareBoot:
         record = {"version": version, "kind": "image", "length": length, "sha256": digest,
                   "digest": digest, "state": "good", "installed_at": time.time()}  # fmt: skip
         self.installer.adopt(slot, record)
-        theirs = devices[f"edge-{other(slot)}"]
+        theirs = devices[other(slot)]
         if squashfs_length(theirs) == length and image_sha256(theirs, length) == digest:
             self.installer.adopt(other(slot), record)
         self.say(f"first boot: slot {slot} holds {version} ({length} bytes, {digest[:12]})")
@@ -287,8 +294,10 @@ class FirmwareBoot:
         self.esp.arm(slot)
         self.say(f"slot {slot} armed: {MAX_TRIES} counted boots; rebooting into it")
 
-    def _config(self) -> Any:
-        """The device's configuration (the defaults when the seed left none that loads)."""
+    @functools.cached_property
+    def config(self) -> Any:
+        """The device's configuration (the defaults when the seed left none that loads),
+        read once, after provisioning: nothing changes it during a boot."""
         from edge_min.config import load_config
 
         try:
@@ -299,7 +308,7 @@ class FirmwareBoot:
     def _db(self) -> Path:
         from edge_min.runtime import Paths
 
-        return Paths.resolve(self._config(), self.layout.data_dir).db
+        return Paths.resolve(self.config, self.layout.data_dir).db
 
     # -- the runtime --------------------------------------------------------------------------
 
@@ -326,13 +335,13 @@ class FirmwareBoot:
     def _host(self) -> str:
         """Where the API listens: the device's network, unless api.host names an address
         other than the gateway's loopback default (a device is reached over its network)."""
-        host = str(self._config().api.host)
+        host = str(self.config.api.host)
         return "0.0.0.0" if host in ("127.0.0.1", "localhost") else host
 
     def _timeout(self) -> float:
         if self.health_timeout is not None:
             return self.health_timeout
-        return float(self._config().update.health_timeout)
+        return float(self.config.update.health_timeout)
 
     def serve(self, slot: str, tries: int) -> int:
         """Run the runtime of ``slot`` until a reboot is due (``REBOOT``) or a signal (0)."""

@@ -110,13 +110,6 @@ class Esp:
                 found[slot] = entry
         return found
 
-    def entry(self, slot: str) -> Entry:
-        """The entry of ``slot``; LoaderError if it has none."""
-        found = self.entries().get(slot)
-        if found is None:
-            raise LoaderError(f"the ESP has no loader entry for slot {slot} under {self.dir}")
-        return found
-
     def arm(self, slot: str, tries: int = TRIES) -> Entry:
         """Put ``slot`` first with ``tries`` counted boots (a trial)."""
         return self._rewrite(slot, f"edge-{slot}+{tries}.conf", top=True)
@@ -136,10 +129,11 @@ class Esp:
             raise LoaderError(f"the ESP has no loader entry for slot {slot} under {self.dir}")
         others = [e.version for s, e in entries.items() if s != slot]
         version = max([*others, 0]) + 1 if top else old.version
-        text = _with_version(old.path.read_text(), version)
+        before = old.path.read_text()
+        text = _with_version(before, version)
         new = self.dir / name
         with self.writable():
-            if new != old.path or text != old.path.read_text():
+            if new != old.path or text != before:
                 tmp = self.dir / f".{name}.tmp"
                 _write_synced(tmp, text)
                 with contextlib.suppress(FileNotFoundError):
