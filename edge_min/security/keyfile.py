@@ -42,6 +42,23 @@ def create_key_file(path: str | os.PathLike[str], nbytes: int) -> bytes:
     return key
 
 
+def replace_key_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Put ``data`` at ``path`` whole, replacing what was there: a key that comes from
+    outside (a firmware seed's API token key), not one made here. 0600 from its creation,
+    fsynced, renamed into place, the folder fsynced."""
+    from edge_min.store.files import fsync_dir
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        _write_new(tmp, data)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(p.parent)
+
+
 def _write_new(path: Path, data: bytes) -> None:
     """Create ``path`` (0600; FileExistsError if it exists), write ``data``, fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

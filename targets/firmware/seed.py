@@ -239,18 +239,10 @@ def _install(seed: Seed, data: Path) -> None:
     fsync_dir(data)
     shutil.rmtree(old, ignore_errors=True)
     if seed.token_key is not None:
+        from edge_min.security.keyfile import replace_key_file
         from edge_min.security.tokens import key_path
 
-        key = key_path(data / "edge")
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = key.with_name(f".{key.name}.seed")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed.token_key)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, key)
-        fsync_dir(key.parent)
+        replace_key_file(key_path(data / "edge"), seed.token_key)
     if seed.root_json is not None:
         from edge_min.update.trust import Trust, trust_dir
 
