@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.firmware.conftest import (
     record_time,
 )
 from tests.firmware.guest import Guest, extract_data, partition, read_data
+from tests.integration.test_update_e2e import central, roll, rollout  # noqa: F401
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow]
 
@@ -212,17 +212,6 @@ update:
 """
 
 
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Any]:
-    from edge_min.central.server import CentralServer
-    from edge_min.central.store import open_central_store
-
-    store = open_central_store(str(tmp_path / "central.db"))
-    server = CentralServer(store, "127.0.0.1", 0).start()
-    yield server
-    server.stop()
-
-
 def _rootfs(tmp: Path, version: str, *, broken: bool = False) -> Path:
     """A slot image of another version (firmware/build.sh rootfs), for a bundle."""
     out = tmp / f"rootfs-{version}.img"
@@ -242,24 +231,6 @@ def _bundle(tmp: Path, keys: Path, rootfs: Path, version: str) -> Path:
     return out
 
 
-def _roll(central: Any, bundle: Path, version: str, device_id: str) -> str:
-    from tests.integration.central.conftest import Client
-
-    op = Client(central.url, None)
-    status, _, raw = op.request("POST", "/api/bundles", bundle.read_bytes(),
-                                "application/octet-stream")  # fmt: skip
-    assert status == 201, raw
-    body = {"version": version, "bundle": json.loads(raw)["id"], "devices": {"ids": [device_id]},
-            "phases": [100], "max_failure_percent": 0, "min_devices": 1}  # fmt: skip
-    return str(op.json("POST", "/api/rollouts", body)["id"])
-
-
-def _rollout(central: Any, rid: str) -> dict[str, Any]:
-    from tests.integration.central.conftest import Client
-
-    return dict(Client(central.url, None).json("GET", f"/api/rollouts/{rid}"))
-
-
 def _wait(what: Any, timeout: float, guest: Guest, every: float = 2.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -275,7 +246,8 @@ def _wait(what: Any, timeout: float, guest: Guest, every: float = 2.0) -> Any:
 
 @X86
 def test_an_update_installs_into_the_other_partition_commits_and_a_broken_one_falls_back(
-    tmp_path: Path, central: Any
+    tmp_path: Path,
+    central: Any,  # noqa: F811 - the fixture of test_update_e2e
 ) -> None:
     keys = tmp_path / "keys"
     done = run_cli("update", "keys", "init", str(keys))
@@ -295,14 +267,14 @@ def test_an_update_installs_into_the_other_partition_commits_and_a_broken_one_fa
         op = Client(central.url, None)
         devices = _wait(lambda: op.json("GET", "/api/devices")["devices"], 120, guest)
         node = devices[0]["id"]
-        rid = _roll(central, good, "0.2.0", node)
-        _wait(lambda: _rollout(central, rid)["status"] == "completed", 600, guest)
+        rid = roll(central, good, "0.2.0", node)
+        _wait(lambda: rollout(central, rid)["status"] == "completed", 600, guest)
         st = guest.status()["update"]
         assert (st["slot"], st["version"], st["active"]) == ("b", "0.2.0", "b"), st
         assert "slot b committed: its loader entry is blessed" in guest.consoles()
         # a version whose runtime cannot start: 3 counted boots, then back on slot b
-        rid = _roll(central, broken, "0.3.0", node)
-        report = _wait(lambda: (r := _rollout(central, rid))["status"] == "halted" and r, 900,
+        rid = roll(central, broken, "0.3.0", node)
+        report = _wait(lambda: (r := rollout(central, rid))["status"] == "halted" and r, 900,
                        guest)  # fmt: skip
         assert "FALLBACK to slot b" in guest.consoles()
         st = guest.status()["update"]

@@ -157,6 +157,16 @@ def _switched(tmp: Path) -> tuple[Layout, FirmwareBoot]:
     return layout, fw
 
 
+def _on_trial(tmp: Path) -> tuple[Layout, FirmwareBoot, int]:
+    """``_switched``, armed at the next boot, then booted into slot b: its first try."""
+    layout, fw = _switched(tmp)
+    assert fw.reconcile(booted(layout.cmdline, layout.efivars)) is None  # armed: reboot
+    assert _loader_boots(layout) == "b"
+    tries = fw.reconcile(booted(layout.cmdline, layout.efivars))
+    assert tries == 1
+    return layout, fw, tries
+
+
 def test_a_switch_cut_before_the_loader_was_told_arms_it_at_the_next_boot(tmp_path: Path) -> None:
     layout, fw = _switched(tmp_path)
     assert fw.reconcile(booted(layout.cmdline, layout.efivars)) is None  # reboot
@@ -182,10 +192,7 @@ def test_three_failed_boots_fall_back_with_the_last_reason(tmp_path: Path) -> No
 
 
 def test_a_committed_slot_whose_blessing_was_cut_is_blessed(tmp_path: Path) -> None:
-    layout, fw = _switched(tmp_path)
-    fw.reconcile(booted(layout.cmdline, layout.efivars))
-    _loader_boots(layout)
-    fw.reconcile(booted(layout.cmdline, layout.efivars))
+    layout, fw, _tries = _on_trial(tmp_path)
     fw.installer.commit("b")  # ... and the power went before the blessing
     _loader_boots(layout)
     assert fw.reconcile(booted(layout.cmdline, layout.efivars)) == 0
@@ -232,27 +239,21 @@ def _child(fw: FirmwareBoot, tmp: Path, action: str) -> None:
 
 
 def test_a_trial_that_commits_is_blessed_and_keeps_running(tmp_path: Path) -> None:
-    layout, fw = _switched(tmp_path)
-    fw.reconcile(booted(layout.cmdline, layout.efivars))
-    _loader_boots(layout)
-    tries = fw.reconcile(booted(layout.cmdline, layout.efivars))
+    layout, fw, tries = _on_trial(tmp_path)
     _child(fw, tmp_path, "commit")
     import threading
 
     stopper = threading.Timer(3.0, lambda: fw._stopping.append(15))
     stopper.start()
-    assert fw.serve("b", int(tries or 0)) == 0
+    assert fw.serve("b", tries) == 0
     assert Esp(layout.esp).entries()["b"].path.name == "edge-b.conf"
     assert "slot b committed" in (layout.logs / "boot.log").read_text()
 
 
 def test_a_trial_that_exits_records_why_and_reboots(tmp_path: Path) -> None:
-    layout, fw = _switched(tmp_path)
-    fw.reconcile(booted(layout.cmdline, layout.efivars))
-    _loader_boots(layout)
-    tries = fw.reconcile(booted(layout.cmdline, layout.efivars))
+    _layout, fw, tries = _on_trial(tmp_path)
     _child(fw, tmp_path, "exit")
-    assert fw.serve("b", int(tries or 0)) == REBOOT
+    assert fw.serve("b", tries) == REBOOT
     last = fw.installer.state()["trying"]["last_reason"]
     assert last == "exited with status 3 before it was committed (try 1)"
 
