@@ -15,7 +15,10 @@ Routes::
                               factory certificate's key): --factory-ca) and
                               gets {"device_id", "certificate", "ca", "ca_sha256", "serial",
                               "not_after", "sync_key" (64 hex), "config", "tags",
-                              "attestation_policy"}
+                              "attestation_policy"}; a token without "csr" (a device that
+                              cannot make one: the MCU shim) gets the sync key and no
+                              certificate ("certificate" null): its frames, sealed with
+                              that key, are what identifies it
 
 A token is ``emt_`` + 32 random URL-safe characters; central keeps only its sha256. It works
 once and until its ``ttl`` runs out (central's clock). The device id is the token's when the
@@ -247,8 +250,14 @@ class Enrollment(CentralPart):
                 "(from `edge-min central enroll-token`)",
             )
         csr = body.get("csr")
+        if csr is None and factory is not None:
+            raise ApiError(
+                400,
+                "bad_enrollment",
+                "csr: a factory certificate enrolls with a CSR (its signature covers it)",
+            )
         try:
-            asked_cn = csr_common_name(csr)
+            asked_cn = None if csr is None else csr_common_name(csr)
         except BadCsr as exc:
             raise ApiError(400, "bad_enrollment", exc.message) from exc
         asked = body.get("device_id")
@@ -281,7 +290,7 @@ class Enrollment(CentralPart):
             except FactoryRefused as exc:
                 raise ApiError(403, exc.code, exc.message) from exc
 
-        def issue(bound: str | None) -> tuple[str, str, str, str]:
+        def issue(bound: str | None) -> tuple[str, str | None, str | None, str | None]:
             if bound and requested and bound != requested:
                 raise EnrollmentRefused(
                     "enroll_device_mismatch",
@@ -295,6 +304,8 @@ class Enrollment(CentralPart):
                     "device_id: neither the token nor the request names the device; pass "
                     "--device-id or make the token with --device-id",
                 )
+            if csr is None:  # key-only enrollment: no certificate
+                return device_id, None, None, None
             try:
                 pem, serial, not_after = ca.sign_csr(str(csr), device_id)
             except EdgeError as exc:

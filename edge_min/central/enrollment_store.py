@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: ``issue(device_id_bound_by_token) -> (device_id, cert_pem, serial_hex, not_after_iso)``:
 #: signs the CSR inside the claiming transaction, so a refused claim issues nothing.
-Issue = Callable[["str | None"], tuple[str, str, str, str]]
+Issue = Callable[["str | None"], tuple[str, "str | None", "str | None", "str | None"]]
 
 _TABLES = """\
 CREATE TABLE IF NOT EXISTS enroll_tokens (
@@ -228,11 +228,12 @@ class EnrollmentSql:
                 "UPDATE device_certs SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
                 [at, device_id],
             )
-            tx.execute(
-                "INSERT INTO device_certs (serial, device_id, issued_at, not_after) "
-                "VALUES (?, ?, ?, ?)",
-                [serial, device_id, at, not_after],
-            )
+            if serial is not None:  # a key-only enrollment has no certificate
+                tx.execute(
+                    "INSERT INTO device_certs (serial, device_id, issued_at, not_after) "
+                    "VALUES (?, ?, ?, ?)",
+                    [serial, device_id, at, not_after],
+                )
             tx.execute("DELETE FROM device_tags WHERE device_id = ?", [device_id])
             tag_list = list(load_json(tags))
             for tag in tag_list:

@@ -9,9 +9,11 @@ Routes::
 The calling device is ``Central.device_of`` (``edge_min.central.devices``). Encryption: a
 device's payload key is the one provisioned for it, else the server's shared key
 (``--sync-key-file``), else none. When a key is known, push frames must be encrypted and
-pull/push answers are encrypted with it. Compression of an answer: the best of the
-``X-Edge-Sync-Accept`` request header (``zstd, zlib, none``) this process can write; without
-the header a push answer uses the push frame's compression and a pull answer none.
+pull/push answers are encrypted with it: a push's answer in the suite of its frame, a pull's
+in the one ``X-Edge-Sync-Enc`` names (default AES-256-GCM). Compression of an answer: the
+best of the ``X-Edge-Sync-Accept`` request header (``zstd, zlib, none``) this process can
+write; without the header a push answer uses the push frame's compression and a pull answer
+none.
 
 Errors on these routes are ``error`` frames (unencrypted, so a device with the wrong key can
 still read why) with the protocol's HTTP status: a rejected frame answers its code
@@ -41,6 +43,8 @@ from edge_min.subsystem import ApiRoute
 log = logging.getLogger("edge_min.central")
 
 ACCEPT_HEADER = "x-edge-sync-accept"
+#: The cipher suite a device reads answers in, for a pull (a push answers in its frame's).
+ENC_HEADER = "x-edge-sync-enc"
 DEFAULT_PULL_LIMIT = 500
 #: The ``node`` of every frame central writes.
 CENTRAL_NODE = "central"
@@ -103,6 +107,7 @@ class Sync(CentralPart):
             key=key,
             compression=answer_compression(request, str(header.get("comp", "none"))),
             max_bytes=central.max_frame_bytes,
+            encryption=answer_suite(request, str(header.get("enc", "none"))),
         )
         return Response(200, body, content_type=CONTENT_TYPE)
 
@@ -131,6 +136,7 @@ class Sync(CentralPart):
             key=central.key_for(device),
             compression=comp,
             max_bytes=central.max_frame_bytes,
+            encryption=answer_suite(request, "none"),
         )
         return Response(200, body, content_type=CONTENT_TYPE)
 
@@ -176,6 +182,26 @@ def answer_compression(request: Request, default: str) -> str:
         return default
     offered = {c.strip().lower() for c in accept.split(",")}
     return next((c for c in available_compressions() if c in offered), "none")
+
+
+def answer_suite(request: Request, spoken: str) -> str:
+    """The cipher suite of an answer: the one the device's frame used, else the one its
+    ``X-Edge-Sync-Enc`` header names (a pull has no frame), else AES-256-GCM."""
+    from edge_min.sync.protocol import NONCE_SIZES
+
+    if spoken in NONCE_SIZES:
+        return spoken
+    asked = (request.headers.get(ENC_HEADER) or "").strip().lower()
+    if not asked:
+        return "aes-256-gcm"
+    if asked not in NONCE_SIZES:
+        raise ApiError(
+            400,
+            "sync_bad_frame",
+            f"{ENC_HEADER} {asked!r} is not a cipher suite of this central; "
+            f"use one of {', '.join(NONCE_SIZES)}",
+        )
+    return asked
 
 
 def _within(records: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:

@@ -3,9 +3,12 @@
     b"EMS" | version u8 | header length u32 | CBOR header | payload length u32 | payload
 
 The header is a CBOR map (``v kind entity batch node count comp enc nonce sum``); the payload is
-the CBOR list of items, compressed, then AES-256-GCM encrypted with every byte before the payload
-length as associated data; ``sum`` is the sha256 of the plain CBOR. A receiver checks lengths
-(before reading), header, tag, inflated size, checksum and items, in that order, and returns
+the CBOR list of items, compressed, then encrypted with every byte before the payload length as
+associated data, in the suite the header's ``enc`` names: AES-256-GCM (12-byte nonce), or
+AES-256-CBC with HMAC-SHA256, encrypt-then-MAC (16-byte IV; ``edge_min.sync.cbc``) for
+devices whose AES has no GCM (MicroPython's ``cryptolib``); ``sum`` is the sha256 of the
+plain CBOR. A receiver checks lengths (before reading), header, tag, inflated size, checksum
+and items, in that order, and returns
 nothing unless all pass. CBOR tags are refused both ways: a peer can make us build only str,
 int, float, bool, None, bytes, lists and str-keyed maps. docs/sync-protocol.md is the spec.
 Pure: nothing is opened at import; cbor2, the AES library (edge_min.security.aead) and
@@ -41,7 +44,9 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 KINDS = ("push", "push_result", "pull", "pull_result", "error")
 COMPRESSIONS = ("none", "zlib", "zstd")
-ENCRYPTIONS = ("none", "aes-256-gcm")
+ENCRYPTIONS = ("none", "aes-256-gcm", "aes-256-cbc-hmac-sha256")
+#: The nonce (IV) length of each encrypting suite.
+NONCE_SIZES = {"aes-256-gcm": 12, "aes-256-cbc-hmac-sha256": 16}
 CONTENT_TYPE = "application/x-edge-min-sync"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
@@ -86,18 +91,26 @@ def encode_frame(
     key: bytes | None = None,
     compression: str = "zlib",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    encryption: str = "aes-256-gcm",
 ) -> bytes:
     """One frame carrying ``items``; ``header`` gives kind, node, entity and batch.
 
     ``v``, ``count``, ``comp``, ``enc``, ``nonce`` and ``sum`` are set here. With ``key``
-    (32 bytes) the payload is AES-256-GCM encrypted. Raises BadFrame for items that are not
-    wire types and FrameTooLarge when the plain payload or the frame passes ``max_bytes``.
+    (32 bytes) the payload is encrypted in ``encryption`` (an encrypting suite of
+    ``ENCRYPTIONS``; answer a peer in the suite its frame used). Raises BadFrame for items
+    that are not wire types and FrameTooLarge when the plain payload or the frame passes
+    ``max_bytes``.
     """
     items = list(items)
     if compression not in COMPRESSIONS:
         raise BadFrame(
             f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}; "
             "use choose_compression() to pick one"
+        )
+    if encryption not in NONCE_SIZES:
+        raise BadFrame(
+            f"encryption {encryption!r} is not one of {', '.join(NONCE_SIZES)}; "
+            "leave it at aes-256-gcm, or answer in the suite the peer's frame named"
         )
     head = _outgoing_header(header, len(items))
     plain = _cbor_dumps(items, "items")
@@ -113,8 +126,8 @@ def encode_frame(
     body = _compress(compression, plain)
     if key is not None:
         _check_key(key)
-        head["enc"] = ENCRYPTIONS[1]
-        head["nonce"] = os.urandom(NONCE_BYTES)
+        head["enc"] = encryption
+        head["nonce"] = os.urandom(NONCE_SIZES[encryption])
     header_bytes = _cbor_dumps(head, "header")
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise BadFrame(
@@ -123,7 +136,7 @@ def encode_frame(
         )
     prefix = _PREFIX.pack(MAGIC, head["v"], len(header_bytes)) + header_bytes
     if key is not None:
-        body = _encrypt(key, head["nonce"], prefix, body)
+        body = _encrypt(key, encryption, head["nonce"], prefix, body)
     size = len(prefix) + _U32.size + len(body)
     if size > max_bytes:
         raise FrameTooLarge(
@@ -313,8 +326,11 @@ def _parse_header(header_bytes: bytes, version: int) -> Header:
     for name, ok, want in checks:
         if not ok:
             raise BadFrame(f"header field {name!r} must be {want}, got {head.get(name)!r}")
-    if head["enc"] != "none" and not _is_bytes(head.get("nonce"), NONCE_BYTES):
-        raise BadFrame(f"header field 'nonce' must be {NONCE_BYTES} bytes when enc is set")
+    if head["enc"] != "none" and not _is_bytes(head.get("nonce"), NONCE_SIZES[head["enc"]]):
+        raise BadFrame(
+            f"header field 'nonce' must be {NONCE_SIZES[head['enc']]} bytes when enc is "
+            f"{head['enc']}"
+        )
     return head
 
 
@@ -330,13 +346,13 @@ def _open_payload(
     max_bytes: int,
     require_encryption: bool,
 ) -> Items:
-    if header["enc"] == "aes-256-gcm":
+    if header["enc"] != "none":
         if key is None:
             raise SyncKeyError(
-                "the frame is encrypted (enc aes-256-gcm) but no sync key is configured here; "
-                "give both sides the same 32-byte key (<data>/keys/sync.key)"
+                f"the frame is encrypted (enc {header['enc']}) but no sync key is configured "
+                "here; give both sides the same 32-byte key (<data>/keys/sync.key)"
             )
-        body = _decrypt(key, header["nonce"], prefix, payload)
+        body = _decrypt(key, header["enc"], header["nonce"], prefix, payload)
     elif require_encryption:
         raise BadFrame(
             "the frame is not encrypted but this side requires encryption; "
@@ -379,14 +395,28 @@ def _aes(key: bytes) -> Any:
     return Aead(key, "Sync payload encryption")
 
 
-def _encrypt(key: bytes, nonce: bytes, aad: bytes, body: bytes) -> bytes:
+def _encrypt(key: bytes, suite: str, nonce: bytes, aad: bytes, body: bytes) -> bytes:
+    if suite != "aes-256-gcm":
+        from edge_min.sync import cbc
+
+        return cbc.seal(key, nonce, body, aad)
     return bytes(_aes(key).seal(nonce, body, aad))
 
 
-def _decrypt(key: bytes, nonce: bytes, aad: bytes, payload: bytes) -> bytes:
+def _decrypt(key: bytes, suite: str, nonce: bytes, aad: bytes, payload: bytes) -> bytes:
     from edge_min.security.aead import TagMismatch
 
     _check_key(key)
+    if suite != "aes-256-gcm":
+        from edge_min.sync import cbc
+
+        try:
+            return cbc.open_(key, nonce, payload, aad)
+        except cbc.CbcTagMismatch as exc:
+            raise DecryptionFailed(
+                f"the payload does not open under {suite} ({exc}): the two sides hold "
+                "different sync keys, or the header or payload was altered in transit"
+            ) from None
     if len(payload) < TAG_BYTES:
         raise DecryptionFailed(
             f"the encrypted payload is {len(payload)} bytes, shorter than its {TAG_BYTES}-byte tag"
