@@ -114,7 +114,7 @@ bench-update: $(VENV)/.bench-stamp ## update deltas: zstd patch-from vs bsdiff4 
 # The gateway binaries: make binary, binary-onnx, test-binary (build/binary.mk) and
 # binary-arm64, test-binary-arm64 (build/arm64.mk, which reuses binary.mk's source list);
 # make test-fresh, the README's two commands on a new Debian 12 root (build/fresh.mk).
-include build/binary.mk build/arm64.mk build/fresh.mk build/firmware.mk
+include build/binary.mk build/arm64.mk build/fresh.mk build/firmware.mk build/mcu.mk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
