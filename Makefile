@@ -59,8 +59,9 @@ lint: $(STAMP)   ## ruff lint and format check
 	$(BIN)/ruff check edge_min tests bench models wasm targets build/build_binary.py build/onefile.py build/signing.py
 	$(BIN)/ruff format --check edge_min tests bench models wasm targets build/build_binary.py build/onefile.py build/signing.py
 
-typecheck: $(STAMP) ## mypy on the package
+typecheck: $(STAMP) ## mypy on the package, and on targets/mcu against MicroPython's stubs
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory typecheck-mcu
 
 system-deps:     ## install the Debian packages make test needs (PostgreSQL, sshd, Node.js, gcc, libzstd, Chromium)
 	@$(SYSTEM_DEPS) test

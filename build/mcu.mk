@@ -20,3 +20,20 @@ dist/mcu/edge_mcu/%.mpy: targets/mcu/edge_mcu/%.py $(STAMP)
 dist/mcu/main.py: targets/mcu/main.py
 	@mkdir -p $(@D)
 	cp $< $@
+
+# make typecheck-mcu: mypy on the shim against MicroPython's stubs (PyPI
+# micropython-unix-stubs, with its stdlib stubs in place of typeshed), in .cache/mcu-stubs.
+MCU_STUBS := .cache/mcu-stubs/.installed-stamp
+MCU_STUBS_PIN := micropython-unix-stubs==1.29.0.post1
+
+$(MCU_STUBS): build/mcu.mk $(STAMP)
+	rm -rf $(@D)
+	$(BIN)/pip install --quiet --target $(@D) "$(MCU_STUBS_PIN)"
+	touch $@
+
+typecheck-mcu: $(MCU_STUBS) ## mypy on targets/mcu against MicroPython's stubs (also part of make typecheck)
+	cd targets/mcu && MYPYPATH=$(CURDIR)/.cache/mcu-stubs $(CURDIR)/$(BIN)/mypy \
+	  --config-file mypy.ini --custom-typeshed-dir $(CURDIR)/.cache/mcu-stubs main.py edge_mcu
+
+bench-mcu: $(STAMP) ## the MCU shim: flash size, heap, readings/s and wire bytes per reading (MicroPython unix port)
+	$(PY) bench/bench_mcu.py

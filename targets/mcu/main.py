@@ -10,7 +10,7 @@ the config's path into ``boot_config.txt``: the board runs ``main.py`` at boot.
 import sys
 
 
-def _compiled():
+def _compiled() -> str | None:
     """``dist/mcu`` beside this source tree, if it is built from what is here now."""
     import os
 

@@ -43,6 +43,7 @@ BIN = Path(sys.executable).parent
 MICROPYTHON = BIN / "micropython"
 DIST = ROOT / "dist" / "mcu"
 HERE = Path(__file__).resolve().parent / "mcu"
+EXAMPLE = ROOT / "targets" / "mcu" / "example.json"
 HEAP = "128K"
 SUITE = "aes-256-cbc-hmac-sha256"
 
@@ -123,15 +124,9 @@ def test_cbor_corpus_is_byte_for_byte_cbor2s_both_ways(dist: Path, tmp_path: Pat
 
 def _conf(tmp: Path, **extra: Any) -> Path:
     conf = {
+        **json.loads(EXAMPLE.read_text()),
         "central_url": "http://127.0.0.1:9",
-        "device_id": "mcu-1",
         "data_dir": str(tmp / "data"),
-        "sensors": [{"name": "temp", "type": "simulated"}],
-        "rules": [
-            {"name": "hot", "type": "threshold", "sensor": "temp", "above": 24},
-            {"name": "avg", "type": "moving_average", "sensor": "temp", "window": 5},
-            {"name": "rise", "type": "rate_of_change", "sensor": "temp", "max_per_s": 100},
-        ],
         "sample_interval": 0,
         "sync_interval": 0.2,
         "backoff_min": 0.05,

@@ -11,7 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 #: The areas of `make bench`; bench_binary.py (`make bench-binary`) and bench_web.py (`make
 #: bench-web`, in Chromium) are commands of their own.
-OWN_COMMANDS = {"bench_binary", "bench_web", "bench_firmware"}  # and bench-firmware (QEMU)
+#: bench_firmware.py (`make bench-firmware`, QEMU) and bench_mcu.py (`make bench-mcu`,
+#: MicroPython) too.
+OWN_COMMANDS = {"bench_binary", "bench_web", "bench_firmware", "bench_mcu"}
 MODULES = sorted(p.stem for p in BENCH.glob("bench_*.py") if p.stem not in OWN_COMMANDS)
 
 
@@ -81,3 +83,15 @@ def test_sections_of_other_commands_survive_a_rewrite(
     assert "second" in kept and "old table" not in kept
     doc.write_text("# Benchmarks\n\nnew table\n" + kept)
     assert "second" in doc.read_text()
+
+
+def test_bench_mcu_without_micropython_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("bench_mcu")
+    assert callable(module.run)
+    monkeypatch.setattr(module, "MICROPYTHON", tmp_path / "none")
+    assert module.main(["--no-write"]) == 2
+    assert "make .venv/.installed-stamp" in capsys.readouterr().err
+    sys.modules.pop("bench_mcu", None)

@@ -3,7 +3,7 @@
 import sys
 
 
-def unload(name):
+def unload(name: str) -> None:
     """Forget the submodule ``name`` so the heap its code holds is collected (code run once:
     the config check, opening the log, enrollment)."""
     sys.modules.pop("edge_mcu." + name, None)

@@ -15,6 +15,11 @@ map recorded with the reading, ``{rule name: {...}}`` plus ``alerts`` (the names
 
 import math
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 SENSOR_TYPES = ("simulated", "adc", "pin", "i2c")
 RULE_TYPES = ("threshold", "moving_average", "rate_of_change")
 
@@ -22,7 +27,7 @@ RULE_TYPES = ("threshold", "moving_average", "rate_of_change")
 class Simulated:
     """A sine wave of ``period`` samples around ``base`` with ``amplitude``, plus noise."""
 
-    def __init__(self, spec):
+    def __init__(self, spec: dict[str, Any]) -> None:
         self.base = float(spec.get("base", 20.0))
         self.amplitude = float(spec.get("amplitude", 5.0))
         self.period = float(spec.get("period", 60))
@@ -30,7 +35,7 @@ class Simulated:
         self._state = int(spec.get("seed", 1)) or 1
         self._n = 0
 
-    def _rand(self):
+    def _rand(self) -> float:
         # xorshift32: the same sequence on every port, so runs can be compared
         x = self._state
         x ^= (x << 13) & 0xFFFFFFFF
@@ -39,14 +44,14 @@ class Simulated:
         self._state = x
         return x / 4294967296.0
 
-    def read(self):
+    def read(self) -> float:
         self._n += 1
         wave = math.sin(2 * math.pi * self._n / self.period)
         value = self.base + self.amplitude * wave + self.noise * (self._rand() * 2 - 1)
         return round(value, 3)
 
 
-def make_sensor(spec):
+def make_sensor(spec: dict[str, Any]) -> Any:
     """The sensor of a config entry; the board's ones load ``edge_mcu.hw`` (and machine)."""
     if spec["type"] == "simulated":
         return Simulated(spec)
@@ -56,7 +61,7 @@ def make_sensor(spec):
 
 
 class Rule:
-    def __init__(self, spec):
+    def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
         self.sensor = spec["sensor"]
         self.type = spec["type"]
@@ -64,15 +69,15 @@ class Rule:
         self.below = spec.get("below")
         self.window = int(spec.get("window", 5))
         self.max_per_s = spec.get("max_per_s")
-        self._values = []
-        self._last = None
+        self._values = []  # type: list[float]
+        self._last = None  # type: tuple[float, int] | None
 
-    def _outside(self, value):
+    def _outside(self, value: float) -> bool:
         return (self.above is not None and value > self.above) or (
             self.below is not None and value < self.below
         )
 
-    def run(self, value, at_ms):
+    def run(self, value: float, at_ms: int) -> dict[str, Any]:
         if self.type == "threshold":
             return {"triggered": self._outside(value)}
         if self.type == "moving_average":
@@ -92,11 +97,11 @@ class Rule:
 class Rules:
     """Every configured rule, run over each reading of the sensor it watches."""
 
-    def __init__(self, specs):
+    def __init__(self, specs: list[dict[str, Any]]) -> None:
         self.rules = [Rule(s) for s in specs]
 
-    def run(self, sensor, value, at_ms):
-        out = {}
+    def run(self, sensor: str, value: float, at_ms: int) -> dict[str, Any]:
+        out = {}  # type: dict[str, Any]
         alerts = []
         for rule in self.rules:
             if rule.sensor == sensor:

@@ -21,19 +21,24 @@ from edge_mcu.flashlog import FlashLog, LogFull
 from edge_mcu.net import Http
 from edge_mcu.sync import Syncer, SyncFailed
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 # Boards count seconds from 2000 unless set otherwise; records carry Unix milliseconds.
 _EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
 
-def log(msg):
+def log(msg: str) -> None:
     print("mcu:", msg)
 
 
-def now_ms():
+def now_ms() -> int:
     return time.time_ns() // 1000000 + _EPOCH * 1000
 
 
-def largest_free():
+def largest_free() -> int:
     """The largest block the heap can give now (bytes): fragmentation, measured."""
     gc.collect()
     low, high = 0, gc.mem_free()
@@ -50,7 +55,9 @@ def largest_free():
 
 
 class App:
-    def __init__(self, conf, buffers=None):
+    def __init__(
+        self, conf: dict[str, Any], buffers: tuple[bytearray, bytearray] | None = None
+    ) -> None:
         self.conf = conf
         payload, answer = buffers or (None, None)
         if payload is None or len(payload) != conf["batch_bytes"]:
@@ -68,10 +75,10 @@ class App:
         self.errors = 0
         self.min_free = gc.mem_free()
 
-    def _target(self):
+    def _target(self) -> int:
         return self.conf["readings"]
 
-    async def sample(self):
+    async def sample(self) -> None:
         interval = self.conf["sample_interval"]
         target = self._target()
         while True:
@@ -83,14 +90,20 @@ class App:
                 if target and self.flashlog.last_seq >= target:
                     break
                 at = now_ms()
-                value = sensor.read()
                 try:
+                    value = sensor.read()
                     self.flashlog.append((at, name, value, self.rules.run(name, value, at)))
                 except LogFull as exc:
                     if not self.full:
                         log("log full: %s; readings paused until central acknowledges some" % exc)
                     self.full = True
                     self.wake.set()
+                    await asyncio.sleep(max(interval, 0.5))
+                    break
+                except Exception as exc:  # a sensor or the flash failed: say why, go on
+                    self.errors += 1
+                    log("sample of %s failed: %s: %s" % (name, type(exc).__name__, exc))
+                    gc.collect()
                     await asyncio.sleep(max(interval, 0.5))
                     break
                 if self.full:
@@ -103,14 +116,14 @@ class App:
                 self.min_free = free
             await asyncio.sleep(interval)
 
-    async def _wait(self, seconds):
+    async def _wait(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self.wake.wait(), seconds)
         except asyncio.TimeoutError:
             pass
         self.wake.clear()
 
-    async def sync(self):
+    async def sync(self) -> None:
         conf = self.conf
         backoff = conf["backoff_min"]
         while True:
@@ -122,10 +135,11 @@ class App:
                 backoff = conf["backoff_min"]
             except Exception as exc:  # a device keeps running: say why, retry
                 self.errors += 1
+                why = str(exc)
                 if not isinstance(exc, SyncFailed):
-                    exc = "unexpected %s: %s" % (type(exc).__name__, exc)
+                    why = "unexpected %s: %s" % (type(exc).__name__, exc)
                     gc.collect()
-                log("sync failed, retry in %.1fs: %s" % (backoff, exc))
+                log("sync failed, retry in %.1fs: %s" % (backoff, why))
                 await asyncio.sleep(backoff * (0.5 + (os.urandom(1)[0] / 255.0)))
                 backoff = min(max(backoff * 2, 0.05), conf["backoff_max"])
                 continue
@@ -133,7 +147,7 @@ class App:
                 return
             await self._wait(conf["sync_interval"])
 
-    async def run(self):
+    async def run(self) -> None:
         start_largest = largest_free()
         sampler = asyncio.create_task(self.sample())
         await self.sync()
@@ -160,7 +174,11 @@ class App:
         print("SUMMARY " + json.dumps(summary))
 
 
-def main(conf, argv, buffers=None):
+def main(
+    conf: dict[str, Any],
+    argv: list[str],
+    buffers: tuple[bytearray, bytearray] | None = None,
+) -> int:
     """Run the checked ``conf`` (``edge_mcu.config.load``); the exit code. ``buffers``:
     the payload and answer buffers, allocated early by ``main.py``."""
     if "--check-log" in argv:

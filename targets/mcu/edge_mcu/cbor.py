@@ -16,6 +16,11 @@ Floats of every width are read (cbor2 writes doubles unless canonical).
 
 import struct
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 MAX_DEPTH = 16
 _U64 = 1 << 64
 
@@ -30,18 +35,18 @@ class Raw:
 
     __slots__ = ("data",)
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data = data
 
 
-def dumps(value):
+def dumps(value: Any) -> bytes:
     """The canonical CBOR bytes of ``value``."""
     out = bytearray()
     _encode(out, value, 0)
     return bytes(out)
 
 
-def _head(out, major, arg):
+def _head(out: bytearray, major: int, arg: int) -> None:
     if arg < 24:
         out.append(major << 5 | arg)
     elif arg < 0x100:
@@ -58,7 +63,7 @@ def _head(out, major, arg):
         out.extend(struct.pack(">II", arg >> 32, arg & 0xFFFFFFFF))
 
 
-def _float(out, value):
+def _float(out: bytearray, value: float) -> None:
     if value != value:
         out.extend(b"\xf9\x7e\x00")
         return
@@ -79,7 +84,7 @@ def _float(out, value):
     out.extend(best)
 
 
-def _encode(out, value, depth):
+def _encode(out: bytearray, value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise CborError("nested deeper than %d levels" % MAX_DEPTH)
     if value is None:
@@ -122,14 +127,14 @@ def _encode(out, value, depth):
             keyed.append((len(encoded), bytes(encoded), key))
         keyed.sort()
         _head(out, 5, len(keyed))
-        for _n, encoded, key in keyed:
-            out.extend(encoded)
+        for _n, key_bytes, key in keyed:
+            out.extend(key_bytes)
             _encode(out, value[key], depth + 1)
     else:
         raise CborError("%s is not a wire type" % type(value).__name__)
 
 
-def loads(data):
+def loads(data: bytes | bytearray | memoryview) -> Any:
     """The value of exactly one CBOR data item filling ``data``."""
     value, pos = _decode(memoryview(data), 0, 0)
     if pos != len(data):
@@ -137,7 +142,7 @@ def loads(data):
     return value
 
 
-def head_items(data, n):
+def head_items(data: bytes | memoryview, n: int) -> tuple[list[Any], int]:
     """The first ``n`` items of the CBOR list ``data`` and the offset after them."""
     data = memoryview(data)
     major, count, pos = _arg(data, 0)
@@ -150,7 +155,7 @@ def head_items(data, n):
     return values, pos
 
 
-def _arg(data, pos):
+def _arg(data: memoryview, pos: int) -> tuple[int, int, int]:
     """(major, argument, position after the head) at ``pos``."""
     if pos >= len(data):
         raise CborError("the data ends at byte %d, inside an item" % pos)
@@ -170,7 +175,7 @@ def _arg(data, pos):
     return major, arg, end
 
 
-def _decode(data, pos, depth):
+def _decode(data: memoryview, pos: int, depth: int) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise CborError("nested deeper than %d levels at byte %d" % (MAX_DEPTH, pos))
     start = pos

@@ -9,6 +9,11 @@ import json
 
 from edge_mcu.agents import RULE_TYPES, SENSOR_TYPES
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 REQUIRED = ("central_url", "device_id", "data_dir", "sensors", "rules")
 DEFAULTS = {
     "claim_token": None,
@@ -34,11 +39,11 @@ class ConfigError(ValueError):
     """The config is wrong; the message names the key, the value and the fix."""
 
 
-def _fail(key, value, fix):
+def _fail(key: str, value: Any, fix: str) -> None:
     raise ConfigError("config key %r = %r: %s" % (key, value, fix))
 
 
-def _number(conf, key, low, integer=False):
+def _number(conf: dict[str, Any], key: str, low: float, integer: bool = False) -> None:
     value = conf[key]
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if not ok or isinstance(value, bool) or value < low:
@@ -46,7 +51,7 @@ def _number(conf, key, low, integer=False):
         _fail(key, value, "must be %s >= %s" % (kind, low))
 
 
-def load(path):
+def load(path: str) -> dict[str, Any]:
     """The checked config of the JSON file at ``path``."""
     try:
         with open(path) as f:
@@ -62,7 +67,7 @@ def load(path):
     return check(doc)
 
 
-def check(doc):
+def check(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError("the config must be a JSON object, got %s" % type(doc).__name__)
     for key in doc:
@@ -75,7 +80,7 @@ def check(doc):
     for key in REQUIRED:
         if key not in doc:
             raise ConfigError("config key %r is missing; docs/mcu.md shows an example" % key)
-    conf = dict(DEFAULTS)
+    conf = dict(DEFAULTS)  # type: dict[str, Any]
     conf.update(doc)
     url = conf["central_url"]
     if not isinstance(url, str) or not (url.startswith("http://") or url.startswith("https://")):
@@ -86,7 +91,11 @@ def check(doc):
     if not dev[0].isalpha() and not dev[0].isdigit():
         _fail("device_id", dev, "must start with a letter or digit")
     if not isinstance(conf["data_dir"], str) or not conf["data_dir"]:
-        _fail("data_dir", conf["data_dir"], "must be a folder path on the flash filesystem")
+        _fail(
+            "data_dir",
+            conf["data_dir"],
+            "must be a folder path on the flash filesystem",
+        )
     key = conf["sync_key"]
     if key is not None:
         try:
@@ -120,7 +129,7 @@ def check(doc):
     return conf
 
 
-def _sensors(sensors):
+def _sensors(sensors: Any) -> None:
     if not isinstance(sensors, list) or not sensors:
         _fail("sensors", sensors, "must be a non-empty list of sensor objects")
     names = []
@@ -132,14 +141,26 @@ def _sensors(sensors):
             _fail(where + ".name", s["name"], "sensor names must be unique")
         names.append(s["name"])
         if s.get("type") not in SENSOR_TYPES:
-            _fail(where + ".type", s.get("type"), "must be one of " + ", ".join(SENSOR_TYPES))
+            _fail(
+                where + ".type",
+                s.get("type"),
+                "must be one of " + ", ".join(SENSOR_TYPES),
+            )
         if s["type"] in ("adc", "pin") and not isinstance(s.get("pin"), (int, str)):
-            _fail(where + ".pin", s.get("pin"), "name the pin (a number or a board pin name)")
+            _fail(
+                where + ".pin",
+                s.get("pin"),
+                "name the pin (a number or a board pin name)",
+            )
         if s["type"] == "i2c" and not isinstance(s.get("address"), int):
-            _fail(where + ".address", s.get("address"), "must be the device's 7-bit I2C address")
+            _fail(
+                where + ".address",
+                s.get("address"),
+                "must be the device's 7-bit I2C address",
+            )
 
 
-def _rules(rules, sensor_names):
+def _rules(rules: Any, sensor_names: list[str]) -> None:
     if not isinstance(rules, list):
         _fail("rules", rules, "must be a list of rule objects (it may be empty)")
     names = []
@@ -151,10 +172,16 @@ def _rules(rules, sensor_names):
             _fail(where + ".name", r["name"], "rule names must be unique and not 'alerts'")
         names.append(r["name"])
         if r.get("type") not in RULE_TYPES:
-            _fail(where + ".type", r.get("type"), "must be one of " + ", ".join(RULE_TYPES))
+            _fail(
+                where + ".type",
+                r.get("type"),
+                "must be one of " + ", ".join(RULE_TYPES),
+            )
         if r.get("sensor") not in sensor_names:
             _fail(
-                where + ".sensor", r.get("sensor"), "must name a sensor: " + ", ".join(sensor_names)
+                where + ".sensor",
+                r.get("sensor"),
+                "must name a sensor: " + ", ".join(sensor_names),
             )
         for bound in ("above", "below", "max_per_s"):
             v = r.get(bound)

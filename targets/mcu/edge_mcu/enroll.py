@@ -10,11 +10,16 @@ needs a new one (docs/mcu.md).
 import json
 
 from edge_mcu.flashlog import replace_file
-from edge_mcu.net import NetError
+from edge_mcu.net import Http, NetError
 from edge_mcu.sync import SyncFailed
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
 
-async def claim(conf, http, key_path, log):
+
+async def claim(conf: dict[str, Any], http: Http, key_path: str, log: Any) -> str:
     """Claim the token for a sync key, store it, return it (hex); ``SyncFailed`` with
     central's reason."""
     if conf["claim_token"] is None:

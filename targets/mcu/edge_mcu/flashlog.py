@@ -29,6 +29,11 @@ import struct
 
 from edge_mcu import cbor
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 _HEAD = 6
 MAX_RECORD = 0xFFFF
 
@@ -37,18 +42,18 @@ class LogFull(Exception):
     """No room left inside the log's bound without dropping unsynced records."""
 
 
-def _size(path):
+def _size(path: str) -> int:
     try:
         return os.stat(path)[6]
     except OSError:
         return -1
 
 
-def _crc(length_bytes, payload):
+def _crc(length_bytes: bytes, payload: bytes) -> int:
     return binascii.crc32(payload, binascii.crc32(length_bytes)) & 0xFFFFFFFF
 
 
-def replace_file(path, data):
+def replace_file(path: str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all (temporary file, then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -64,16 +69,25 @@ def replace_file(path, data):
 class FlashLog:
     """Records by seq (from 1, never reused), with the acknowledged cursor."""
 
-    def __init__(self, data_dir, max_bytes=262144, segment_bytes=8192, log=print):
+    def __init__(
+        self,
+        data_dir: str,
+        max_bytes: int = 262144,
+        segment_bytes: int = 8192,
+        log: Any = print,
+    ) -> None:
         self.dir = data_dir + "/log"
         self.ckpt = data_dir + "/ckpt.json"
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._log = log
-        self.segments = []  # [first seq, bytes] oldest first
+        self.segments = []  # type: list[list[int]]  # [first seq, bytes], oldest first
         self.repaired = 0
-        self._out = None
-        self._rpos = None  # (segment index, offset) of the first unacknowledged record
+        self._out = None  # type: Any
+        # (segment index, offset) of the first unacknowledged record
+        self._rpos = None  # type: tuple[int, int] | None
+        self.acked = 0
+        self.last_seq = 0
         # Opening (checkpoint, segments, torn tail) runs once: its code is unloaded after.
         import edge_mcu
         from edge_mcu import recover
@@ -82,11 +96,11 @@ class FlashLog:
         del recover
         edge_mcu.unload("recover")
 
-    def _path(self, first):
+    def _path(self, first: int) -> str:
         return "%s/%010d.seg" % (self.dir, first)
 
     @staticmethod
-    def _read_at(f):
+    def _read_at(f: Any) -> tuple[Any, int]:
         """(record, frame size) of the frame at the file's position, or (None, 0)."""
         head = f.read(_HEAD)
         if len(head) < _HEAD:
@@ -104,15 +118,15 @@ class FlashLog:
         return (seq, payload), _HEAD + length
 
     # -- writing -------------------------------------------------------------------------
-    def used_bytes(self):
+    def used_bytes(self) -> int:
         """Bytes of every segment."""
         return sum(s[1] for s in self.segments)
 
-    def unsynced(self):
+    def unsynced(self) -> int:
         """How many records central has not acknowledged."""
         return self.last_seq - self.acked
 
-    def append(self, fields):
+    def append(self, fields: tuple[Any, ...]) -> int:
         """Write the record ``[next seq] + fields`` durably and return its seq; ``LogFull``."""
         seq = self.last_seq + 1
         payload = cbor.dumps([seq] + list(fields))
@@ -130,28 +144,43 @@ class FlashLog:
         if not self.segments or self.segments[-1][1] + len(frame) > self.segment_bytes:
             self._close()
             self.segments.append([seq, 0])
-        if self._out is None:
-            self._out = open(self._path(self.segments[-1][0]), "ab")
-        self._out.write(frame)
-        self._out.flush()
+        try:
+            if self._out is None:
+                self._out = open(self._path(self.segments[-1][0]), "ab")
+            self._out.write(frame)
+            self._out.flush()
+        except Exception:
+            # A write that failed may have left part of the frame: never append behind it.
+            # The next record opens a new segment; readers stop at this one's last whole
+            # frame and go on to the next (the torn frame was never counted).
+            self._close()
+            if self.segments[-1][1] == 0:
+                try:
+                    os.remove(self._path(self.segments[-1][0]))
+                except OSError:
+                    pass
+                self.segments.pop()
+            else:
+                self.segments[-1][1] = self.segment_bytes
+            raise
         self.segments[-1][1] += len(frame)
         self.last_seq = seq
         return seq
 
-    def _close(self):
+    def _close(self) -> None:
         if self._out is not None:
             self._out.close()
             self._out = None
 
-    def close(self):
+    def close(self) -> None:
         """Close the segment being written."""
         self._close()
 
     # -- reading and acknowledging -------------------------------------------------------
-    def pending(self, limit, max_bytes=2048):
+    def pending(self, limit: int, max_bytes: int = 2048) -> list[tuple[int, bytes, Any]]:
         """Up to ``limit`` ``(seq, payload, position after it)`` after the acknowledged seq,
         in order (about ``max_bytes`` of them at most); ``ack`` takes the position."""
-        out = []
+        out = []  # type: list[tuple[int, bytes, Any]]
         index, offset = self._start()
         total = 0
         while index < len(self.segments) and len(out) < limit and total < max_bytes:
@@ -173,7 +202,7 @@ class FlashLog:
                         total += n
         return out
 
-    def _start(self):
+    def _start(self) -> tuple[int, int]:
         if self._rpos is not None:
             return self._rpos
         index = 0
@@ -183,7 +212,7 @@ class FlashLog:
                 index = i
         return index, 0
 
-    def ack(self, seq, pos=None):
+    def ack(self, seq: int, pos: tuple[int, int] | None = None) -> None:
         """Central acknowledged every record up to ``seq``: move the checkpoint there."""
         if seq <= self.acked:
             return
@@ -193,7 +222,7 @@ class FlashLog:
         if self.used_bytes() > self.max_bytes // 2:
             self.reclaim()
 
-    def reclaim(self):
+    def reclaim(self) -> int:
         """Delete segments whose records are all acknowledged, oldest first."""
         dropped = 0
         while len(self.segments) > 1 and self.segments[1][0] <= self.acked + 1:

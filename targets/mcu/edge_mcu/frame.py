@@ -16,6 +16,11 @@ import struct
 from edge_mcu import cbor
 from edge_mcu.suite import IV_BYTES, SUITE, Suite, SuiteError
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 MAGIC = b"EMS"
 VERSION = 1
 MAX_HEADER = 4096
@@ -30,7 +35,13 @@ class FrameError(ValueError):
 HEAD_ROOM = 3
 
 
-def encode_parts(header, count, buf, end, suite=None):
+def encode_parts(
+    header: dict[str, str],
+    count: int,
+    buf: bytearray,
+    end: int,
+    suite: Suite | None = None,
+) -> list[Any]:
     """A frame as the list of its byte strings, written one after the other.
 
     ``buf[HEAD_ROOM:end]`` holds the CBOR of ``count`` items; the list head goes just before
@@ -58,14 +69,16 @@ def encode_parts(header, count, buf, end, suite=None):
     head_bytes = cbor.dumps(head)
     prefix = MAGIC + struct.pack(">BI", VERSION, len(head_bytes)) + head_bytes
     if suite is None:
-        parts = [payload]
+        parts = [payload]  # type: list[Any]
     else:
         size, tag = suite.seal_into(head["nonce"], memoryview(buf)[start:], end - start, prefix)
         parts = [memoryview(buf)[start : start + size], tag]
     return [prefix, struct.pack(">I", sum(len(p) for p in parts))] + parts
 
 
-def decode(data, suite=None, max_bytes=16384):
+def decode(
+    data: memoryview | bytes, suite: Suite | None = None, max_bytes: int = 16384
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, items) of one whole frame from central (a memoryview; an encrypted payload
     is decrypted in place); ``FrameError`` for any defect."""
     data = memoryview(data)
@@ -129,7 +142,7 @@ def decode(data, suite=None, max_bytes=16384):
     return head, items
 
 
-def _check_header(head, version):
+def _check_header(head: Any, version: int) -> None:
     if not isinstance(head, dict):
         raise FrameError("the header must be a map")
     if head.get("v") != version:

@@ -10,12 +10,17 @@ URLs use MicroPython's ``ssl`` (mbedTLS), verifying central against ``ca_file`` 
 
 import asyncio
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 
 class NetError(Exception):
     """The request or its answer did not make it across."""
 
 
-def split_url(url):
+def split_url(url: str) -> tuple[bool, str, int, str]:
     """(tls, host, port, base path) of an http(s) URL."""
     tls = url.startswith("https://")
     rest = url[8:] if tls else url[7:]
@@ -32,7 +37,13 @@ def split_url(url):
 
 
 class Http:
-    def __init__(self, url, timeout=10.0, ca_file=None, answer_buffer=None):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        ca_file: str | None = None,
+        answer_buffer: bytearray | None = None,
+    ) -> None:
         self.tls, self.host, self.port, self.base = split_url(url)
         self.timeout = timeout
         # Answers are read into one buffer kept for the program's life (frames are
@@ -50,12 +61,19 @@ class Http:
             if ca_file:
                 with open(ca_file, "rb") as f:
                     ctx.load_verify_locations(cadata=f.read())
-                ctx.verify_mode = ssl.CERT_REQUIRED
+                # the stubs lack verify_mode; MicroPython's SSLContext has it
+                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
             else:
-                ctx.verify_mode = ssl.CERT_NONE
+                ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
             self._ctx = ctx
 
-    async def request(self, method, path, parts=(), headers=None):
+    async def request(
+        self,
+        method: str,
+        path: str,
+        parts: Any = (),
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, memoryview]:
         self.requests += 1
         try:
             return await asyncio.wait_for(
@@ -70,7 +88,9 @@ class Http:
         except EOFError:
             raise NetError("central closed the connection mid-answer") from None
 
-    async def _exchange(self, method, path, parts, headers):
+    async def _exchange(
+        self, method: str, path: str, parts: Any, headers: dict[str, str] | None
+    ) -> tuple[int, memoryview]:
         if self._ctx is not None:
             reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._ctx)
         else:
@@ -81,8 +101,8 @@ class Http:
                 "%s %s%s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\nContent-Length: %d\r\n"
                 % (method, self.base, path, self.host, self.port, length)
             )
-            for name in headers or {}:
-                lines += "%s: %s\r\n" % (name, headers[name])
+            for name, value in (headers or {}).items():
+                lines += "%s: %s\r\n" % (name, value)
             head = (lines + "\r\n").encode()
             del lines
             writer.write(head)
@@ -98,7 +118,7 @@ class Http:
             except OSError:
                 pass
 
-    async def _answer(self, reader):
+    async def _answer(self, reader: Any) -> tuple[int, memoryview]:
         status_line = await reader.readline()
         self.received += len(status_line)
         if not status_line.endswith(b"\n"):

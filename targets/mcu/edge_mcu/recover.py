@@ -6,14 +6,14 @@ Run once by ``FlashLog.__init__`` and unloaded after, so its code does not stay 
 import json
 import os
 
-from edge_mcu.flashlog import _size
+from edge_mcu.flashlog import FlashLog, _size
 
 
 class CheckpointError(ValueError):
     """The checkpoint file is not one this shim wrote: refuse to start over silently."""
 
 
-def open_log(self):
+def open_log(self: FlashLog) -> None:
     """Fill ``self`` (a FlashLog) from the flash: acked, last_seq, segments, repaired."""
     makedirs(self.dir)
     self.acked = _read_checkpoint(self)
@@ -21,7 +21,7 @@ def open_log(self):
     _recover(self)
 
 
-def makedirs(path):
+def makedirs(path: str) -> None:
     """Make ``path`` and its parents (MicroPython's os has no makedirs)."""
     built = ""
     for part in path.split("/"):
@@ -33,7 +33,7 @@ def makedirs(path):
                 pass
 
 
-def _read_checkpoint(self):
+def _read_checkpoint(self: FlashLog) -> int:
     try:
         with open(self.ckpt) as f:
             doc = json.loads(f.read())
@@ -50,7 +50,7 @@ def _read_checkpoint(self):
     )
 
 
-def _recover(self):
+def _recover(self: FlashLog) -> None:
     firsts = []
     for name in os.listdir(self.dir):
         if name.endswith(".seg") and name[:-4].isdigit():
@@ -79,13 +79,13 @@ def _recover(self):
         self.last_seq = last
 
 
-def _last_of_closed(self):
+def _last_of_closed(self: FlashLog) -> int:
     if not self.segments:
         return 0
     return _scan_end(self, self.segments[-1][0])[1]
 
 
-def _scan_end(self, first):
+def _scan_end(self: FlashLog, first: int) -> tuple[int, int]:
     """(bytes of whole frames, last seq in them) of one segment."""
     pos, last = 0, 0
     with open(self._path(first), "rb") as f:
@@ -97,7 +97,7 @@ def _scan_end(self, first):
             last = rec[0]
 
 
-def _rewrite(self, first, valid):
+def _rewrite(self: FlashLog, first: int, valid: int) -> None:
     path = self._path(first)
     with open(path, "rb") as src, open(path + ".tmp", "wb") as dst:
         left = valid

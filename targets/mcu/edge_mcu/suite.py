@@ -19,6 +19,11 @@ import os
 
 import cryptolib
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
+
 SUITE = "aes-256-cbc-hmac-sha256"
 IV_BYTES = 16
 TAG_BYTES = 32
@@ -30,7 +35,7 @@ class SuiteError(ValueError):
     """The tag does not verify, or the ciphertext is malformed."""
 
 
-def hmac_sha256(key, data):
+def hmac_sha256(key: bytes, data: Any) -> bytes:
     """HMAC-SHA256 of ``data`` (bytes or a list of bytes, hashed in order)."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
@@ -43,7 +48,7 @@ def hmac_sha256(key, data):
     return outer.digest()
 
 
-def same(a, b):
+def same(a: bytes | memoryview, b: bytes | memoryview) -> bool:
     """Whether two byte strings are equal, in time that does not depend on where they differ."""
     if len(a) != len(b):
         return False
@@ -56,18 +61,18 @@ def same(a, b):
 class Suite:
     """The suite under one 32-byte sync key."""
 
-    def __init__(self, key):
+    def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise SuiteError("the sync key must be 32 bytes, got %d" % len(key))
         self._enc = hmac_sha256(key, b"edge-min/sync/aes-256-cbc")
         self._mac = hmac_sha256(key, b"edge-min/sync/hmac-sha256")
 
     @staticmethod
-    def new_iv():
+    def new_iv() -> bytes:
         """A fresh random IV (the frame header's ``nonce``)."""
         return os.urandom(IV_BYTES)
 
-    def seal_into(self, iv, buf, n, aad):
+    def seal_into(self, iv: bytes, buf: memoryview, n: int, aad: bytes) -> tuple[int, bytes]:
         """Pad and encrypt the memoryview ``buf[:n]`` in place; (ciphertext length, tag).
         ``buf`` needs 16 spare bytes after ``n`` (the heap gets no copy of the payload)."""
         pad = 16 - n % 16
@@ -79,7 +84,7 @@ class Suite:
         cryptolib.aes(self._enc, _CBC, iv).encrypt(view, view)
         return n + pad, hmac_sha256(self._mac, [aad, view])
 
-    def open_into(self, iv, view, aad):
+    def open_into(self, iv: bytes, view: memoryview, aad: bytes) -> memoryview:
         """Check the tag, then decrypt the memoryview ``view`` (ciphertext + tag) in place;
         the plain part of it, or ``SuiteError``."""
         n = len(view) - TAG_BYTES

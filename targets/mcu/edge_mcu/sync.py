@@ -16,8 +16,14 @@ device id (no CSR: central issues a sync key and no certificate); the key is kep
 """
 
 from edge_mcu import cbor, frame
-from edge_mcu.net import NetError
+from edge_mcu.flashlog import FlashLog
+from edge_mcu.net import Http, NetError
 from edge_mcu.suite import Suite
+
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
 
 ENTITY = "agent_executions"
 CONTENT_TYPE = "application/x-edge-min-sync"
@@ -27,15 +33,30 @@ class SyncFailed(Exception):
     """This attempt failed; the reason is the message. The caller backs off and retries."""
 
 
-def iso(ms):
+def iso(ms: int) -> str:
     import time
 
     t = time.gmtime(ms // 1000)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t[0], t[1], t[2], t[3], t[4], t[5], ms % 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        ms % 1000,
+    )
 
 
 class Syncer:
-    def __init__(self, conf, flashlog, http, log=print, buf=None):
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        flashlog: FlashLog,
+        http: Http,
+        log: Any = print,
+        buf: bytearray | None = None,
+    ) -> None:
         self.conf = conf
         self.device = conf["device_id"]
         self.flashlog = flashlog
@@ -54,18 +75,18 @@ class Syncer:
         if key:
             self.suite = Suite(bytes.fromhex(key))
 
-    def _stored_key(self):
+    def _stored_key(self) -> str | None:
         try:
             with open(self.key_path) as f:
                 return f.read().strip()
         except OSError:
             return None
 
-    def ready(self):
+    def ready(self) -> bool:
         """Whether the device can push (a key, or encryption turned off)."""
         return self.suite is not None or not self.conf["encryption"]
 
-    async def enroll(self):
+    async def enroll(self) -> None:
         """Claim the token for a sync key (``edge_mcu.enroll``, unloaded after)."""
         import edge_mcu
         from edge_mcu import enroll
@@ -77,7 +98,7 @@ class Syncer:
             edge_mcu.unload("enroll")
         self.suite = Suite(bytes.fromhex(key))
 
-    def _item(self, payload):
+    def _item(self, payload: bytes) -> tuple[str, str, dict[str, Any]]:
         (seq, at_ms, sensor, reading), pos = cbor.head_items(payload, 4)
         ident = "%s:%d" % (self.device, seq)
         at = iso(at_ms)
@@ -96,10 +117,16 @@ class Syncer:
         return (
             ident,
             hlc,
-            {"id": ident, "base_version": None, "hlc": hlc, "row": row, "deleted": False},
+            {
+                "id": ident,
+                "base_version": None,
+                "hlc": hlc,
+                "row": row,
+                "deleted": False,
+            },
         )
 
-    async def push(self):
+    async def push(self) -> int:
         """Push the next batch; the number of records acknowledged (0: nothing pending)."""
         import gc
 
@@ -108,7 +135,7 @@ class Syncer:
             return 0
         buf = self.buf
         end = frame.HEAD_ROOM
-        sent = {}
+        sent = {}  # type: dict[str, str]
         last = 0
         pos = None
         for seq, payload, after in records:
@@ -165,7 +192,13 @@ class Syncer:
         self.batches += 1
         return count
 
-    def _settle(self, batch, head, results, sent):
+    def _settle(
+        self,
+        batch: str,
+        head: dict[str, Any],
+        results: list[dict[str, Any]],
+        sent: dict[str, str],
+    ) -> None:
         """Check the answer covers every item; count rejected conflicts. Raises SyncFailed."""
         if head["kind"] != "push_result" or head.get("batch") != batch:
             self.refused += 1
@@ -199,7 +232,7 @@ class Syncer:
             self.refused += 1
             raise SyncFailed("push %s: the answer covers %d of %d items" % (batch, seen, len(sent)))
 
-    def _note_alloc(self, gc):
+    def _note_alloc(self, gc: Any) -> None:
         used = gc.mem_alloc()
         if used > self.peak_alloc:
             self.peak_alloc = used

@@ -4,8 +4,13 @@ import json
 
 from edge_mcu.flashlog import FlashLog
 
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are not evaluated, nothing to import
+    pass
 
-def check_log(conf, log):
+
+def check_log(conf: dict[str, Any], log: Any) -> None:
     """``--check-log``: open (and so repair) the log, print what it holds as JSON."""
     flashlog = FlashLog(conf["data_dir"], conf["max_log_bytes"], conf["segment_bytes"], log)
     seqs = [r[0] for r in flashlog.pending(1 << 30, 1 << 30)]
