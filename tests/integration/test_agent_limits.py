@@ -210,10 +210,11 @@ def test_rlimit_mode_stops_an_agent_past_its_cpu_seconds(tmp_path: Path) -> None
     fallback = PosixPlatform(cpu_limit="rlimit")
     agent = make_agent("greedy", entry="py_agents:spin", max_cpu=0.25)
     ex = make_executor(agent, fallback, tmp_path)
-    start = time.monotonic()
     with pytest.raises(AgentLimitExceeded, match="cpu limit exceeded") as info:
         ex.invoke(None, ctx(timeout=4))  # RLIMIT_CPU = 0.25 x 4 = 1 CPU second
-    assert info.value.limit == "cpu" and time.monotonic() - start < 3.5
+    # The CPU limit stopped it, not the 4 s step timeout (that is another limit and message).
+    # No wall-clock bound here: on a loaded machine 1 CPU second takes longer than 1 s.
+    assert info.value.limit == "cpu"
     assert ex.last_result.cpu_limit_mode == "rlimit"  # type: ignore[attr-defined]
 
 
