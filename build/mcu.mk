@@ -33,7 +33,8 @@ $(MCU_STUBS): build/mcu.mk $(STAMP)
 
 typecheck-mcu: $(MCU_STUBS) ## mypy on targets/mcu against MicroPython's stubs (also part of make typecheck)
 	cd targets/mcu && MYPYPATH=$(CURDIR)/.cache/mcu-stubs $(CURDIR)/$(BIN)/mypy \
-	  --config-file mypy.ini --custom-typeshed-dir $(CURDIR)/.cache/mcu-stubs main.py edge_mcu
+	  --config-file mypy.ini --custom-typeshed-dir $(CURDIR)/.cache/mcu-stubs \
+	  --cache-dir $(CURDIR)/.mypy_cache/mcu main.py edge_mcu
 
 bench-mcu: $(STAMP) ## the MCU shim: flash size, heap, readings/s and wire bytes per reading (MicroPython unix port)
 	$(PY) bench/bench_mcu.py

@@ -75,12 +75,9 @@ class App:
         self.errors = 0
         self.min_free = gc.mem_free()
 
-    def _target(self) -> int:
-        return self.conf["readings"]
-
     async def sample(self) -> None:
         interval = self.conf["sample_interval"]
-        target = self._target()
+        target = self.conf["readings"]
         while True:
             if target and self.flashlog.last_seq >= target:
                 self.done_sampling = True
@@ -165,7 +162,6 @@ class App:
             "largest_free_start": start_largest,
             "largest_free_end": end_largest,
             "min_free": self.min_free,
-            "peak_alloc_sync": self.syncer.peak_alloc,
             "heap_total": gc.mem_free() + gc.mem_alloc(),
             "sent_bytes": self.http.sent,
             "received_bytes": self.http.received,

@@ -129,17 +129,25 @@ def check(doc: Any) -> dict[str, Any]:
     return conf
 
 
+def _named(items: list[Any], kind: str, unique: str) -> None:
+    """Each item of ``items`` (the ``kind``s) is an object with a name; ``unique`` says how
+    names are refused."""
+    names = []  # type: list[str]
+    for i, item in enumerate(items):
+        where = "%ss[%d]" % (kind, i)
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            _fail(where, item, "each %s is an object with a 'name'" % kind)
+        if item["name"] in names or (kind == "rule" and item["name"] == "alerts"):
+            _fail(where + ".name", item["name"], unique)
+        names.append(item["name"])
+
+
 def _sensors(sensors: Any) -> None:
     if not isinstance(sensors, list) or not sensors:
         _fail("sensors", sensors, "must be a non-empty list of sensor objects")
-    names = []
+    _named(sensors, "sensor", "sensor names must be unique")
     for i, s in enumerate(sensors):
         where = "sensors[%d]" % i
-        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not s["name"]:
-            _fail(where, s, "each sensor is an object with a 'name'")
-        if s["name"] in names:
-            _fail(where + ".name", s["name"], "sensor names must be unique")
-        names.append(s["name"])
         if s.get("type") not in SENSOR_TYPES:
             _fail(
                 where + ".type",
@@ -163,14 +171,9 @@ def _sensors(sensors: Any) -> None:
 def _rules(rules: Any, sensor_names: list[str]) -> None:
     if not isinstance(rules, list):
         _fail("rules", rules, "must be a list of rule objects (it may be empty)")
-    names = []
+    _named(rules, "rule", "rule names must be unique and not 'alerts'")
     for i, r in enumerate(rules):
         where = "rules[%d]" % i
-        if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not r["name"]:
-            _fail(where, r, "each rule is an object with a 'name'")
-        if r["name"] in names or r["name"] == "alerts":
-            _fail(where + ".name", r["name"], "rule names must be unique and not 'alerts'")
-        names.append(r["name"])
         if r.get("type") not in RULE_TYPES:
             _fail(
                 where + ".type",

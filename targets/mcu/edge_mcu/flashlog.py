@@ -84,6 +84,7 @@ class FlashLog:
         self.segments = []  # type: list[list[int]]  # [first seq, bytes], oldest first
         self.repaired = 0
         self._out = None  # type: Any
+        self._torn = False  # a write failed: the next record opens a new segment
         # (segment index, offset) of the first unacknowledged record
         self._rpos = None  # type: tuple[int, int] | None
         self.acked = 0
@@ -141,9 +142,14 @@ class FlashLog:
                     "the log holds %d bytes (max_log_bytes %d) and %d readings central has "
                     "not acknowledged" % (self.used_bytes(), self.max_bytes, self.unsynced())
                 )
-        if not self.segments or self.segments[-1][1] + len(frame) > self.segment_bytes:
-            self._close()
+        if (
+            self._torn
+            or not self.segments
+            or self.segments[-1][1] + len(frame) > self.segment_bytes
+        ):
+            self.close()
             self.segments.append([seq, 0])
+            self._torn = False
         try:
             if self._out is None:
                 self._out = open(self._path(self.segments[-1][0]), "ab")
@@ -152,8 +158,8 @@ class FlashLog:
         except Exception:
             # A write that failed may have left part of the frame: never append behind it.
             # The next record opens a new segment; readers stop at this one's last whole
-            # frame and go on to the next (the torn frame was never counted).
-            self._close()
+            # frame (its size here counts whole frames only) and go on to the next.
+            self.close()
             if self.segments[-1][1] == 0:
                 try:
                     os.remove(self._path(self.segments[-1][0]))
@@ -161,20 +167,17 @@ class FlashLog:
                     pass
                 self.segments.pop()
             else:
-                self.segments[-1][1] = self.segment_bytes
+                self._torn = True
             raise
         self.segments[-1][1] += len(frame)
         self.last_seq = seq
         return seq
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the segment being written."""
         if self._out is not None:
             self._out.close()
             self._out = None
-
-    def close(self) -> None:
-        """Close the segment being written."""
-        self._close()
 
     # -- reading and acknowledging -------------------------------------------------------
     def pending(self, limit: int, max_bytes: int = 2048) -> list[tuple[int, bytes, Any]]:
@@ -233,7 +236,7 @@ class FlashLog:
             self._rpos = (self._rpos[0] - dropped, self._rpos[1])
         if len(self.segments) == 1 and self.last_seq == self.acked and self.segments[0][1] > 0:
             # Everything is acknowledged: the next append starts a fresh segment.
-            self._close()
+            self.close()
             os.remove(self._path(self.segments[0][0]))
             self.segments.pop()
             self._rpos = None

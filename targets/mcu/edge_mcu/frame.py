@@ -86,7 +86,7 @@ def decode(
         raise FrameError(
             "the frame is %d bytes, past this device's limit %d" % (len(data), max_bytes)
         )
-    if bytes(data[:3]) != MAGIC[: len(data[:3])] or len(data) < 3:
+    if bytes(data[:3]) != MAGIC:
         raise FrameError("the answer does not start with the sync magic %r: not a frame" % MAGIC)
     if len(data) < 8:
         raise FrameError("the frame ends after %d bytes, inside its prefix" % len(data))

@@ -15,6 +15,8 @@ device id (no CSR: central issues a sync key and no certificate); the key is kep
 ``<data_dir>/sync.key`` (hex, replaced whole). A configured ``sync_key`` skips it.
 """
 
+import time
+
 from edge_mcu import cbor, frame
 from edge_mcu.flashlog import FlashLog
 from edge_mcu.net import Http, NetError
@@ -34,8 +36,6 @@ class SyncFailed(Exception):
 
 
 def iso(ms: int) -> str:
-    import time
-
     t = time.gmtime(ms // 1000)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
         t[0],
@@ -67,7 +67,6 @@ class Syncer:
         self.rejected = 0
         self.refused = 0
         self.batches = 0
-        self.peak_alloc = 0
         # One payload buffer for the life of the program: a push builds, seals and sends its
         # frame in it, so the heap does not fragment batch after batch.
         self.buf = buf if buf is not None else bytearray(conf["batch_bytes"])
@@ -128,8 +127,6 @@ class Syncer:
 
     async def push(self) -> int:
         """Push the next batch; the number of records acknowledged (0: nothing pending)."""
-        import gc
-
         records = self.flashlog.pending(self.conf["batch_size"], len(self.buf) // 2)
         if not records:
             return 0
@@ -161,7 +158,6 @@ class Syncer:
             end,
             self.suite,
         )
-        self._note_alloc(gc)
         headers = {
             "Content-Type": CONTENT_TYPE,
             "X-Edge-Node": self.device,
@@ -172,7 +168,6 @@ class Syncer:
         except NetError as exc:
             raise SyncFailed("push %s: %s" % (batch, exc)) from None
         del parts
-        self._note_alloc(gc)
         try:
             head, results = frame.decode(answer, self.suite)
         except frame.FrameError as exc:
@@ -231,8 +226,3 @@ class Syncer:
         if seen != len(sent):
             self.refused += 1
             raise SyncFailed("push %s: the answer covers %d of %d items" % (batch, seen, len(sent)))
-
-    def _note_alloc(self, gc: Any) -> None:
-        used = gc.mem_alloc()
-        if used > self.peak_alloc:
-            self.peak_alloc = used
